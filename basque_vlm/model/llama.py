@@ -1,0 +1,238 @@
+"""Llama-3.x decoder (Llama-3.1, Latxa, SmolLM2, ...) computed exactly as transformers does."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from basque_vlm.model import sharding
+from basque_vlm.model.attention import decoder_mask, dot_product_attention
+from basque_vlm.model.layers import Linear, RMSNorm, normal, param, run_layers, stack_layers
+
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None  # transformers' rope parameters besides theta
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    max_position_embeddings: int = 8192
+    hidden_act: str = "silu"
+    # How to compute, not what the weights are: overridable at load time.
+    dtype: str = "float32"
+    scan_layers: bool = True
+    remat: str = "none"
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> LlamaConfig:
+        """From a transformers ``LlamaConfig`` dict (v4 ``rope_scaling`` or v5 ``rope_parameters``)."""
+        if hf.get("model_type", "llama") not in ("llama", "mistral"):
+            raise ValueError(f"unsupported language model type {hf.get('model_type')!r}; "
+                             "expected a Llama-family model (model_type 'llama')")
+        rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+        theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type not in ROPE_TYPES:
+            raise ValueError(f"unsupported rope_type {rope_type!r}; supported: {ROPE_TYPES}")
+        rope.pop("type", None)
+        rope["rope_type"] = rope_type
+        heads = hf["num_attention_heads"]
+        return cls(
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_layers=hf["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=hf.get("num_key_value_heads") or heads,
+            head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            rope_theta=float(theta),
+            rope_scaling=None if rope_type == "default" else rope,
+            tie_word_embeddings=hf.get("tie_word_embeddings", False),
+            attention_bias=hf.get("attention_bias", False),
+            mlp_bias=hf.get("mlp_bias", False),
+            max_position_embeddings=hf.get("max_position_embeddings", 8192),
+            hidden_act=hf.get("hidden_act", "silu"),
+        )
+
+    def to_hf(self) -> dict[str, Any]:
+        rope = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
+        return {
+            "model_type": "llama",
+            "architectures": ["LlamaForCausalLM"],
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_parameters": rope,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.attention_bias,
+            "mlp_bias": self.mlp_bias,
+            "max_position_embeddings": self.max_position_embeddings,
+            "hidden_act": self.hidden_act,
+        }
+
+
+def rope_inv_freq(cfg: LlamaConfig) -> np.ndarray:
+    """Inverse frequencies, float32, bit-for-bit as transformers' rope initialisers compute them."""
+    exponents = np.arange(0, cfg.head_dim, 2, dtype=np.int64).astype(np.float32) / cfg.head_dim
+    inv_freq = (1.0 / (np.float32(cfg.rope_theta) ** exponents)).astype(np.float32)
+    scaling = cfg.rope_scaling or {"rope_type": "default"}
+    if scaling["rope_type"] == "linear":
+        return (inv_freq / np.float32(scaling["factor"])).astype(np.float32)
+    if scaling["rope_type"] == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old_len = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old_len / high) & ~(wavelen > old_len / low)
+        return np.where(medium, smoothed, scaled).astype(np.float32)
+    return inv_freq
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+    """``x: [B, T, H, D]``, ``positions: [B, T]``; rotate-half convention of transformers' Llama."""
+    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+    emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(emb).astype(x.dtype), jnp.sin(emb).astype(x.dtype)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
+        d, h, kv, hd = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        dt = jnp.dtype(cfg.dtype)
+        bias = cfg.attention_bias
+        self.q_proj = Linear((d,), (h, hd), ("embed", "heads", "head_dim"), use_bias=bias,
+                             rngs=rngs, dtype=dt)
+        self.k_proj = Linear((d,), (kv, hd), ("embed", "kv_heads", "head_dim"), use_bias=bias,
+                             rngs=rngs, dtype=dt)
+        self.v_proj = Linear((d,), (kv, hd), ("embed", "kv_heads", "head_dim"), use_bias=bias,
+                             rngs=rngs, dtype=dt)
+        self.o_proj = Linear((h, hd), (d,), ("heads", "head_dim", "embed"), use_bias=bias,
+                             rngs=rngs, dtype=dt)
+        self.scale = hd ** -0.5
+
+    def __call__(self, x, positions, inv_freq, kv_valid, cache):
+        """``cache`` is None (keys are ``x`` itself) or ``(k, v, index)``: slots ``[B, S, KVH, D]``
+        with this call's keys written at ``index``; returns ``(out, (k, v))``."""
+        q = apply_rope(self.q_proj(x), positions, inv_freq)
+        k = apply_rope(self.k_proj(x), positions, inv_freq)
+        v = self.v_proj(x)
+        offset = 0
+        if cache is not None:
+            cache_k, cache_v, offset = cache
+            k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), offset, 1)
+            v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), offset, 1)
+        mask = decoder_mask(kv_valid, offset + jnp.arange(x.shape[1]))
+        out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, self.scale)
+        return self.o_proj(out), (k, v)
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
+        d, f, dt = cfg.hidden_size, cfg.intermediate_size, jnp.dtype(cfg.dtype)
+        b = cfg.mlp_bias
+        self.gate_proj = Linear((d,), (f,), ("embed", "mlp"), use_bias=b, rngs=rngs, dtype=dt)
+        self.up_proj = Linear((d,), (f,), ("embed", "mlp"), use_bias=b, rngs=rngs, dtype=dt)
+        self.down_proj = Linear((f,), (d,), ("mlp", "embed"), use_bias=b, rngs=rngs, dtype=dt)
+
+    def __call__(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
+        dt = jnp.dtype(cfg.dtype)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, rngs=rngs, dtype=dt)
+        self.self_attn = Attention(cfg, rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, rngs=rngs,
+                                                dtype=dt)
+        self.mlp = MLP(cfg, rngs)
+
+    def __call__(self, x, positions, inv_freq, kv_valid, cache):
+        attn, kv = self.self_attn(self.input_layernorm(x), positions, inv_freq, kv_valid, cache)
+        x = x + attn
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return sharding.constrain(x, ("batch", "length", "embed")), kv
+
+
+class Llama(nnx.Module):
+    """Decoder-only LM. Takes embeddings (so a VLM can splice in image features); ``embed`` and
+    ``logits`` are the two ends."""
+
+    def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        dt = jnp.dtype(cfg.dtype)
+        self.embed_tokens = param(rngs, normal(0.02), (cfg.vocab_size, cfg.hidden_size),
+                                  ("vocab", "embed"))
+        self.layers = stack_layers(lambda r: DecoderLayer(cfg, r), cfg.num_layers, rngs)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, rngs=rngs, dtype=dt)
+        self.lm_head = (None if cfg.tie_word_embeddings else
+                        Linear((cfg.hidden_size,), (cfg.vocab_size,), ("embed", "vocab"),
+                               use_bias=False, rngs=rngs, dtype=dt))
+
+    def embed(self, input_ids: jax.Array) -> jax.Array:
+        table = self.embed_tokens[...].astype(self.cfg.dtype)
+        return sharding.constrain(table[input_ids], ("batch", "length", "embed"))
+
+    def __call__(self, x: jax.Array, positions: jax.Array, kv_valid: jax.Array,
+                 cache: dict[str, jax.Array] | None = None,
+                 cache_index: jax.Array | int = 0) -> tuple[jax.Array, dict | None]:
+        """``x: [B, T, embed]`` → final-normed hidden states ``[B, T, embed]`` and the updated cache.
+
+        ``positions: [B, T]`` are RoPE positions; ``kv_valid: [B, S]`` marks real key slots
+        (``S = T`` without a cache, the cache length with one); ``cache = {"k", "v": [L, B, S,
+        KVH, D]}`` receives this call's keys at slot ``cache_index``.
+        """
+        inv_freq = rope_inv_freq(self.cfg)
+
+        def body(layer, h, layer_cache):
+            kv_in = None if layer_cache is None else (layer_cache[0], layer_cache[1], cache_index)
+            h, kv = layer(h, positions, inv_freq, kv_valid, kv_in)
+            return h, (kv if layer_cache is not None else None)
+
+        xs = None if cache is None else (cache["k"], cache["v"])
+        x, kv = run_layers(self.layers, x, xs, body, scan=self.cfg.scan_layers,
+                           remat=self.cfg.remat)
+        new_cache = None if cache is None else {"k": kv[0], "v": kv[1]}
+        return self.norm(x), new_cache
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        if self.lm_head is None:
+            table = self.embed_tokens[...].astype(self.cfg.dtype)
+            n = math.prod(hidden.shape[:-1])
+            out = hidden.reshape(n, -1) @ table.T
+            return out.reshape(*hidden.shape[:-1], -1)
+        return self.lm_head(hidden)
+
+
+def init_cache(cfg: LlamaConfig, batch: int, length: int, dtype=None) -> dict[str, jax.Array]:
+    shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+    dtype = dtype or cfg.dtype
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}

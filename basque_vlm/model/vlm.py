@@ -1,0 +1,126 @@
+"""The LLaVA-style VLM: vision tower → connector → features spliced into the decoder's input."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from basque_vlm.model.connector import Connector
+from basque_vlm.model.llama import Llama, LlamaConfig
+from basque_vlm.model.vision import VisionConfig, VisionTower
+
+STRATEGIES = ("default", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class VLMConfig:
+    text: LlamaConfig
+    vision: VisionConfig
+    connector: str  # linear | mlp2x_gelu
+    image_token_id: int
+    connector_bias: bool = True
+    vision_feature_layer: int | tuple[int, ...] = -2
+    vision_feature_select_strategy: str = "default"  # default drops CLIP's class token
+    eos_token_ids: tuple[int, ...] = ()
+    pad_token_id: int | None = None
+
+    def __post_init__(self):
+        if self.vision_feature_select_strategy not in STRATEGIES:
+            raise ValueError(f"vision_feature_select_strategy must be one of {STRATEGIES}, "
+                             f"got {self.vision_feature_select_strategy!r}")
+
+    @property
+    def feature_layers(self) -> tuple[int, ...]:
+        layer = self.vision_feature_layer
+        return tuple(layer) if isinstance(layer, (list, tuple)) else (layer,)
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Image placeholder tokens per image: what the processor expands ``<image>`` into."""
+        v = self.vision
+        drop = self.vision_feature_select_strategy == "default"
+        return v.num_patches + int(v.has_class_token) - int(drop)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> VLMConfig:
+        """``overrides`` (e.g. ``dtype``, ``scan_layers``, ``remat``) apply to both sub-models."""
+        d = dict(d)
+        text = LlamaConfig(**{**d.pop("text"), **overrides})
+        vision = VisionConfig(**{**d.pop("vision"), **overrides})
+        for key in ("vision_feature_layer", "eos_token_ids"):
+            if isinstance(d.get(key), list):
+                d[key] = tuple(d[key])
+        return cls(text=text, vision=vision, **d)
+
+
+def check_image_tokens(input_ids: np.ndarray, num_images: int, tokens_per_image: int) -> None:
+    """Raises ValueError when the prompt's placeholders and the images' features disagree."""
+    found = int(np.sum(input_ids))
+    if found != num_images * tokens_per_image:
+        raise ValueError(
+            f"image placeholders and image features disagree: the prompt has {found} image "
+            f"tokens but {num_images} image(s) give {num_images * tokens_per_image} features "
+            f"({tokens_per_image} per image)")
+
+
+class VLM(nnx.Module):
+    def __init__(self, cfg: VLMConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.vision_tower = VisionTower(cfg.vision, rngs)
+        vision_dim = cfg.vision.hidden_size * len(cfg.feature_layers)
+        self.connector = Connector(cfg.connector, vision_dim, cfg.text.hidden_size,
+                                   use_bias=cfg.connector_bias, rngs=rngs,
+                                   dtype=jnp.dtype(cfg.text.dtype))
+        self.language_model = Llama(cfg.text, rngs)
+
+    def image_features(self, pixel_values: jax.Array) -> jax.Array:
+        """``[N, C, H, W]`` → projected features ``[N, tokens_per_image, text_hidden]``."""
+        states = self.vision_tower.hidden_states(pixel_values, self.cfg.feature_layers)
+        features = jnp.concatenate(states, axis=-1)
+        if self.cfg.vision_feature_select_strategy == "default":
+            features = features[:, 1:]
+        return self.connector(features)
+
+    def embed(self, input_ids: jax.Array, pixel_values: jax.Array | None = None) -> jax.Array:
+        """Token embeddings with the image placeholders replaced, in order, by image features.
+
+        Images are consumed in row-major order of the placeholders over the whole batch, as in
+        transformers' LLaVA.
+        """
+        x = self.language_model.embed(input_ids)
+        if pixel_values is None:
+            return x
+        is_image = input_ids == self.cfg.image_token_id
+        if not isinstance(input_ids, jax.core.Tracer):
+            check_image_tokens(np.asarray(is_image), pixel_values.shape[0],
+                               self.cfg.tokens_per_image)
+        features = self.image_features(pixel_values).astype(x.dtype)
+        features = features.reshape(-1, features.shape[-1])
+        index = jnp.cumsum(is_image.reshape(-1)) - 1
+        gathered = features[jnp.clip(index, 0, features.shape[0] - 1)].reshape(x.shape)
+        return jnp.where(is_image[..., None], gathered, x)
+
+    def __call__(self, input_ids: jax.Array, pixel_values: jax.Array | None = None,
+                 attention_mask: jax.Array | None = None,
+                 positions: jax.Array | None = None) -> jax.Array:
+        """Full forward without a cache → logits ``[B, T, vocab]`` (tests, evaluation of loss)."""
+        if attention_mask is None:
+            attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+        if positions is None:
+            positions = positions_from_mask(attention_mask)
+        hidden, _ = self.language_model(self.embed(input_ids, pixel_values), positions,
+                                        attention_mask)
+        return self.language_model.logits(hidden)
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+    """RoPE positions that start at 0 at each row's first real token (left padding)."""
+    return jnp.maximum(jnp.cumsum(attention_mask, axis=-1) - 1, 0)

@@ -1,0 +1,18 @@
+import os
+import sys
+from pathlib import Path
+
+# Eight simulated CPU devices for the sharding tests; a user's own XLA_FLAGS are left alone.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    import smollm2
+
+    return smollm2.hf_folder()

@@ -24,21 +24,46 @@ CORPUS = [
 ] * 20
 
 
-def tokenizer(vocab_size: int = 300):
-    """A byte-level BPE tokenizer trained on a bilingual scrap of text, with chat specials."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+# Llama-3's pre-tokenizer split (its tokenizer.json): newlines group with each other, not with text.
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def tokenizer(vocab_size: int = 300, *, specials: list[str] = SPECIAL,
+              chat_template: str = CHAT_TEMPLATE, bos: str = "<|begin|>", eos: str = "<|end|>",
+              pad: str | None = "<|pad|>", split_pattern: str | None = None):
+    """A byte-level BPE tokenizer trained on a bilingual scrap of text, with chat specials.
+
+    ``split_pattern`` replaces GPT-2's pre-tokenizer regex (e.g. ``LLAMA3_PATTERN``).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_pattern is None:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(split_pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin|>",
-                                   eos_token="<|end|>", pad_token="<|pad|>")
-    fast.chat_template = CHAT_TEMPLATE
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos,
+                                   pad_token=pad)
+    fast.chat_template = chat_template
     return fast
+
+
+def llama31_tokenizer():
+    """A tiny tokenizer in Llama-3.1 Instruct's format: its specials, pre-tokenizer and chat
+    template, ``<|eot_id|>`` as eos, no pad token, plus ``<image>``."""
+    from chat_templates import LLAMA31, LLAMA31_SPECIALS
+
+    return tokenizer(specials=LLAMA31_SPECIALS + [IMAGE_TOKEN], chat_template=LLAMA31,
+                     bos="<|begin_of_text|>", eos="<|eot_id|>", pad=None,
+                     split_pattern=LLAMA3_PATTERN)
 
 
 def llama_config(vocab_size: int, **kw):

@@ -27,6 +27,7 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/convert_memory.py
 	$(BIN)/python benchmarks/decode_throughput.py
+	$(BIN)/python benchmarks/data_pipeline.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -16,3 +16,11 @@ def smollm2_dir() -> Path:
     import smollm2
 
     return smollm2.hf_folder()
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """The synthetic demo data (``configs/demo.py``'s), generated once per test session."""
+    from basque_vlm.data import synthetic
+
+    return synthetic.ensure(tmp_path_factory.mktemp("demo") / "data")

@@ -26,21 +26,36 @@ class Tensor:
 
 
 def to_project(t: Tensor, hf: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A Hugging Face tensor (one layer's, for stacked ones) → our layout of ``shape``."""
+    """A Hugging Face tensor (one layer's, for stacked ones) → our layout of ``shape``; usually a
+    strided view of ``hf``, for the caller to copy where it wants it."""
     if t.kind == "dense":  # torch Linear [out, in] -> [*in, *out]
-        return np.ascontiguousarray(hf.T).reshape(shape)
+        return hf.T.reshape(shape)
     if t.kind == "conv":   # Conv2d [out, C, p, p] -> [C*p*p, out]
-        return np.ascontiguousarray(hf.reshape(hf.shape[0], -1).T)
+        return hf.reshape(hf.shape[0], -1).T
     return hf.reshape(shape)
 
 
 def to_hf(t: Tensor, ours: np.ndarray, hf_shape: tuple[int, ...]) -> np.ndarray:
+    """Our array (one layer's, for stacked ones) → the Hugging Face tensor of ``hf_shape``."""
     if t.kind == "dense":
         n_in = math.prod(ours.shape[:t.in_dims])
         return np.ascontiguousarray(ours.reshape(n_in, -1).T)
     if t.kind == "conv":
         return np.ascontiguousarray(ours.T).reshape(hf_shape)
     return ours.reshape(hf_shape)
+
+
+def hf_shape(t: Tensor, shape: tuple[int, ...], conv: tuple[int, int] | None = None) -> list[int]:
+    """The Hugging Face shape of a tensor whose shape is ``shape`` in our layout. A ``conv`` one
+    also needs ``(channels, patch_size)``: ours flattens them."""
+    if t.kind == "dense":
+        return [math.prod(shape[t.in_dims:]), math.prod(shape[:t.in_dims])]
+    if t.kind == "flat":
+        return [math.prod(shape)]
+    if t.kind == "conv":
+        channels, patch = conv
+        return [shape[-1], channels, patch, patch]
+    return list(shape)
 
 
 def _linear(path: tuple[str, ...], hf: str, bias: bool, in_dims: int = 1) -> list[Tensor]:
@@ -105,15 +120,17 @@ def connector_tensors(kind: str, bias: bool) -> list[Tensor]:
 
 
 # Where each part lives in the files transformers writes: LLaVA v5 layout, LLaVA v4 layout, and
-# standalone models. The first prefix whose probe tensor exists wins.
+# standalone models (a bare CLIP/SigLIP vision model has no prefix from transformers v5 on). The
+# first prefix whose probe tensor exists wins.
 LLM_PREFIXES = ("model.language_model.", "language_model.model.", "model.")
 LM_HEAD_PREFIXES = ("", "language_model.")
 VISION_PREFIXES = ("model.vision_tower.vision_model.", "vision_tower.vision_model.",
-                   "model.vision_tower.", "vision_tower.", "vision_model.")
+                   "model.vision_tower.", "vision_tower.", "vision_model.", "")
 CONNECTOR_PREFIXES = ("model.multi_modal_projector.", "multi_modal_projector.")
 PROBES = {"llm": "embed_tokens.weight", "lm_head": "lm_head.weight",
           "vision": "embeddings.position_embedding.weight", "connector": "linear_1.weight"}
 
-# The names the exporter writes (transformers v5's LlavaForConditionalGeneration).
-EXPORT_PREFIXES = {"llm": "model.language_model.", "lm_head": "", "vision":
-                   "model.vision_tower.vision_model.", "connector": "model.multi_modal_projector."}
+# The names the exporter writes: the layout of the published llava-hf checkpoints, which
+# transformers v4 and v5 (it renames them on load) and other LLaVA loaders all read.
+EXPORT_PREFIXES = {"llm": "language_model.model.", "lm_head": "language_model.",
+                   "vision": "vision_tower.vision_model.", "connector": "multi_modal_projector."}

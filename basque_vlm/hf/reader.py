@@ -5,10 +5,12 @@ Nothing here unpickles: a folder with only ``.bin``/``.pt`` weights is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +67,14 @@ class SafetensorsFolder:
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     raise CheckpointError(f"{path}: corrupt safetensors header") from None
             start = 8 + header_len
+            size = path.stat().st_size
             for name, info in header.items():
                 if name == "__metadata__":
                     continue
                 begin, end = info["data_offsets"]
+                if start + end > size:
+                    raise CheckpointError(f"{path}: truncated file (tensor {name!r} ends at byte "
+                                          f"{start + end}, the file has {size})")
                 self.entries[name] = (path, info["dtype"], tuple(info["shape"]), start + begin,
                                       end - begin)
 
@@ -81,12 +87,17 @@ class SafetensorsFolder:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.entries[name][2]
 
-    def get(self, name: str) -> np.ndarray:
+    def check(self, name: str) -> None:
+        """Raises CheckpointError unless ``name`` exists with a dtype we read."""
         if name not in self.entries:
             raise CheckpointError(f"{self.folder}: missing tensor {name!r}")
-        path, dtype, shape, offset, nbytes = self.entries[name]
+        path, dtype = self.entries[name][:2]
         if dtype not in DTYPES:
             raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
+
+    def get(self, name: str) -> np.ndarray:
+        self.check(name)
+        path, dtype, shape, offset, nbytes = self.entries[name]
         data = np.fromfile(path, dtype=np.uint8, count=nbytes, offset=offset)
         if data.size != nbytes:
             raise CheckpointError(f"{path}: truncated file (tensor {name!r})")
@@ -100,52 +111,65 @@ class SafetensorsFolder:
         raise CheckpointError(f"{self.folder}: no {what} weights found (looked for {tried})")
 
 
-def _cast(array: np.ndarray, dtype: np.dtype | None) -> np.ndarray:
-    return array if dtype is None or array.dtype == dtype else array.astype(dtype)
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """Where one part of the model (decoder, vision tower, projector) lies in a folder.
 
-
-def read_part(folder: SafetensorsFolder, prefix: str, tensors: list[Tensor],
-              shapes: dict[tuple[str, ...], tuple[int, ...]], dtype: np.dtype | None = None,
-              root_prefix: str = "") -> dict[tuple[str, ...], np.ndarray]:
-    """Our arrays for ``tensors`` (stacked over layers where the name has ``{i}``).
-
-    ``shapes`` gives each path's shape in our layout; ``dtype`` None keeps the source dtype. Only one
-    source tensor is in memory at a time besides the result.
+    ``shapes`` gives each path's shape in our layout; a tensor name starting with ``^`` is
+    relative to ``root_prefix`` instead of ``prefix``.
     """
-    out = {}
-    for t in tensors:
-        shape = shapes[t.path]
-        full = (root_prefix + t.hf_name[1:]) if t.hf_name.startswith("^") else prefix + t.hf_name
+    folder: SafetensorsFolder
+    prefix: str
+    tensors: list[Tensor]
+    shapes: dict[tuple[str, ...], tuple[int, ...]]
+    root_prefix: str = ""
+
+    def pieces(self, t: Tensor) -> list[tuple[int | None, str, tuple[int, ...]]]:
+        """``(layer or None, name in the file, our shape)`` of each file tensor behind ``t``."""
+        shape = self.shapes[t.path]
+        name = (self.root_prefix + t.hf_name[1:] if t.hf_name.startswith("^")
+                else self.prefix + t.hf_name)
         if not t.stacked:
-            out[t.path] = _cast(_read_one(folder, full, t, shape), dtype)
-            continue
+            return [(None, name, shape)]
+        return [(i, name.format(i=i), shape[1:]) for i in range(shape[0])]
+
+    def select(self, keep: Callable[[Tensor], bool]) -> Part:
+        return dataclasses.replace(self, tensors=[t for t in self.tensors if keep(t)])
+
+
+def check_part(part: Part) -> None:
+    """Every tensor present with the expected shape, from the file headers alone: a bad
+    checkpoint fails before any weight is read."""
+    for t in part.tensors:
+        for _, name, shape in part.pieces(t):
+            part.folder.check(name)
+            found = part.folder.shape(name)
+            if t.kind == "conv":  # [out, C, p, p] against our [C*p*p, out]
+                ok = (len(found) == 4 and found[0] == shape[-1]
+                      and math.prod(found) == math.prod(shape))
+                expected = f"[{shape[-1]}, C, p, p] with C*p*p = {shape[0]}"
+            else:
+                expected = mapping.hf_shape(t, shape)
+                ok = list(found) == expected
+            if not ok:
+                raise CheckpointError(f"{part.folder.folder}: tensor {name!r} has shape "
+                                      f"{list(found)}, expected {expected}")
+
+
+def read_part(part: Part, dtype: np.dtype | None = None) -> dict[tuple[str, ...], np.ndarray]:
+    """Our arrays for the part's tensors (stacked over layers where the name has ``{i}``).
+
+    ``dtype`` None keeps the source dtype. Each source tensor is copied (and cast) straight into
+    its place in the result, so only one is in memory at a time besides the result.
+    """
+    check_part(part)
+    out = {}
+    for t in part.tensors:
         result = None
-        for i in range(shape[0]):
-            layer = _cast(_read_one(folder, full.format(i=i), t, shape[1:]), dtype)
+        for i, name, shape in part.pieces(t):
+            ours = mapping.to_project(t, part.folder.get(name), shape)
             if result is None:
-                result = np.empty(shape, layer.dtype)
-            result[i] = layer
+                result = np.empty(part.shapes[t.path], dtype or ours.dtype)
+            result[... if i is None else i] = ours
         out[t.path] = result
     return out
-
-
-def _read_one(folder: SafetensorsFolder, name: str, t: Tensor, shape: tuple[int, ...]) -> np.ndarray:
-    hf = folder.get(name)
-    if t.kind == "conv":  # [out, C, p, p] against our [C*p*p, out]
-        ok = hf.ndim == 4 and hf.shape[0] == shape[-1] and hf.size == int(np.prod(shape))
-        expected = f"[{shape[-1]}, C, p, p] with C*p*p = {shape[0]}"
-    else:
-        expected = expected_hf_shape(t, shape)
-        ok = list(hf.shape) == expected
-    if not ok:
-        raise CheckpointError(f"{folder.folder}: tensor {name!r} has shape {list(hf.shape)}, "
-                              f"expected {expected}")
-    return mapping.to_project(t, hf, shape)
-
-
-def expected_hf_shape(t: Tensor, shape: tuple[int, ...]) -> list[int]:
-    if t.kind == "dense":
-        return [int(np.prod(shape[t.in_dims:])), int(np.prod(shape[:t.in_dims]))]
-    if t.kind == "flat":
-        return [int(np.prod(shape))]
-    return list(shape)

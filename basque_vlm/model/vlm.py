@@ -71,6 +71,14 @@ def check_image_tokens(input_ids: np.ndarray, num_images: int, tokens_per_image:
             f"({tokens_per_image} per image)")
 
 
+def check_image_slots(is_image: np.ndarray, images_per_row: int, tokens_per_image: int) -> None:
+    """Raises ValueError when a row's image tokens are not whole spans that fit its slots."""
+    for row, count in enumerate(is_image.sum(axis=1)):
+        if count % tokens_per_image or count > images_per_row * tokens_per_image:
+            raise ValueError(f"row {row} has {count} image tokens: not a multiple of "
+                             f"{tokens_per_image} per image within {images_per_row} image slot(s)")
+
+
 class VLM(nnx.Module):
     def __init__(self, cfg: VLMConfig, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -89,35 +97,46 @@ class VLM(nnx.Module):
             features = features[:, 1:]
         return self.connector(features)
 
-    def embed(self, input_ids: jax.Array, pixel_values: jax.Array | None = None) -> jax.Array:
-        """Token embeddings with the image placeholders replaced, in order, by image features.
+    def embed(self, input_ids: jax.Array, pixel_values: jax.Array | None = None,
+              images_per_row: int | None = None) -> jax.Array:
+        """Token embeddings with the image placeholders replaced by image features.
 
-        Images are consumed in row-major order of the placeholders over the whole batch, as in
-        transformers' LLaVA.
+        By default the images are consumed in row-major order of the placeholders over the whole
+        batch, as in transformers' LLaVA. With ``images_per_row = M`` (the training batches'
+        layout), row ``r``'s ``k``-th image span takes image ``r * M + k``, and image slots a row
+        does not use are ignored.
         """
         x = self.language_model.embed(input_ids)
         if pixel_values is None:
             return x
         is_image = input_ids == self.cfg.image_token_id
+        per_image = self.cfg.tokens_per_image
         if not isinstance(input_ids, jax.core.Tracer):
-            check_image_tokens(np.asarray(is_image), pixel_values.shape[0],
-                               self.cfg.tokens_per_image)
+            if images_per_row is None:
+                check_image_tokens(np.asarray(is_image), pixel_values.shape[0], per_image)
+            else:
+                check_image_slots(np.asarray(is_image), images_per_row, per_image)
         features = self.image_features(pixel_values).astype(x.dtype)
         features = features.reshape(-1, features.shape[-1])
-        index = jnp.cumsum(is_image.reshape(-1)) - 1
-        gathered = features[jnp.clip(index, 0, features.shape[0] - 1)].reshape(x.shape)
+        if images_per_row is None:
+            index = (jnp.cumsum(is_image.reshape(-1)) - 1).reshape(is_image.shape)
+        else:
+            row_start = jnp.arange(is_image.shape[0])[:, None] * (images_per_row * per_image)
+            index = row_start + jnp.cumsum(is_image, axis=1) - 1
+        gathered = features[jnp.clip(index, 0, features.shape[0] - 1)]
         return jnp.where(is_image[..., None], gathered, x)
 
     def __call__(self, input_ids: jax.Array, pixel_values: jax.Array | None = None,
                  attention_mask: jax.Array | None = None,
-                 positions: jax.Array | None = None) -> jax.Array:
-        """Full forward without a cache → logits ``[B, T, vocab]`` (tests, evaluation of loss)."""
+                 positions: jax.Array | None = None,
+                 images_per_row: int | None = None) -> jax.Array:
+        """Full forward without a cache → logits ``[B, T, vocab]``."""
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, jnp.int32)
         if positions is None:
             positions = positions_from_mask(attention_mask)
-        hidden, _ = self.language_model(self.embed(input_ids, pixel_values), positions,
-                                        attention_mask)
+        hidden, _ = self.language_model(self.embed(input_ids, pixel_values, images_per_row),
+                                        positions, attention_mask)
         return self.language_model.logits(hidden)
 
 

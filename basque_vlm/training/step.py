@@ -1,0 +1,83 @@
+"""One optimizer step: next-token cross-entropy over supervised tokens, micro-batches, AdamW.
+
+The loss is the sum of per-token cross-entropies (float32) over supervised tokens divided by their
+count in the whole global batch — not per device or per micro-batch — so gradient accumulation and
+the mesh shape do not change it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+Params = dict[str, Any]
+Batch = Mapping[str, jax.Array]
+MODEL_INPUTS = ("input_ids", "targets", "loss_mask", "attention_mask", "pixel_values")
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Params          # the trainable parts only: {part: parameter tree}
+    opt_state: optax.OptState
+
+
+def cross_entropy_sum(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
+    """Sum over masked positions of ``-log softmax(logits)[target]``, in float32."""
+    logits = logits.astype(jnp.float32)
+    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    nll = jax.nn.logsumexp(logits, axis=-1) - target_logit
+    return jnp.sum(nll * mask)
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
+                    microbatches: int = 1, images_per_row: int = 1,
+                    schedules: Mapping[str, optax.Schedule] | None = None
+                    ) -> Callable[[TrainState, Params, Batch], tuple[TrainState, dict]]:
+    """``step(state, frozen_params, batch) -> (state, metrics)``, not yet jitted.
+
+    ``batch`` follows the pipeline's contract (``basque_vlm.data.pipeline``): ``[B, L]`` token
+    arrays and ``pixel_values [B * images_per_row, C, H, W]``; ``B`` divides by ``microbatches``.
+    """
+
+    def loss_sum(trainable: Params, frozen: Params, mb: Batch) -> jax.Array:
+        model = nnx.merge(graphdef, {**trainable, **frozen})
+        logits = model(mb["input_ids"], mb.get("pixel_values"), mb["attention_mask"],
+                       images_per_row=images_per_row)
+        return cross_entropy_sum(logits, mb["targets"], mb["loss_mask"])
+
+    grad_fn = jax.value_and_grad(loss_sum)
+
+    def step(state: TrainState, frozen: Params, batch: Batch) -> tuple[TrainState, dict]:
+        batch = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        tokens = jnp.sum(batch["loss_mask"])
+        if microbatches == 1:
+            total, grads = grad_fn(state.params, frozen, batch)
+        else:
+            split = jax.tree.map(lambda a: a.reshape(microbatches, -1, *a.shape[1:]), batch)
+
+            def accumulate(carry, mb):
+                total, grads = carry
+                loss, g = grad_fn(state.params, frozen, mb)
+                return (total + loss, jax.tree.map(jnp.add, grads, g)), None
+
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            (total, grads), _ = jax.lax.scan(accumulate, (jnp.zeros((), jnp.float32), zeros),
+                                             split)
+        scale = 1.0 / jnp.maximum(tokens, 1).astype(jnp.float32)
+        grads = jax.tree.map(lambda g: g * scale, grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": total * scale, "grad_norm": optax.tree.norm(grads),
+                   "supervised_tokens": tokens}
+        for part, sched in (schedules or {}).items():
+            metrics[f"lr/{part}"] = sched(state.step)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return step

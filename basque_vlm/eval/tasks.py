@@ -1,0 +1,211 @@
+"""The evaluation tasks: where each reads its data, how it prompts, how long it answers, how it
+scores.
+
+Prompts follow lmms-eval (the question, then for multiple choice one ``A. option`` line each, then
+an instruction line), and each has a Basque variant stored beside the English one. By default a
+task prompts in its data's language; ``prompt_lang`` overrides it (e.g. Basque questions with the
+English instruction, as lmms-eval would run a translated set), and the results record which was
+used. Each task reads ``DATA_DIR/<task name>/`` (see README, "Evaluation data"); the demo tasks
+read the synthetic held-out split instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from basque_vlm.data.conversation import IMAGE_PLACEHOLDER
+from basque_vlm.eval import metrics
+from basque_vlm.eval.taskdata import Row, read_rows
+
+LANGS = ("eu", "en")
+SHORT_ANSWER = {"en": "\nAnswer the question using a single word or phrase.",
+                "eu": "\nErantzun galderari hitz bakar batez edo esaldi labur batez."}
+OPTION_LETTER = {"en": "\nAnswer with the option's letter from the given choices directly.",
+                 "eu": "\nErantzun zuzenean emandako aukeretako letrarekin."}
+NO_INSTRUCTION = {"en": "", "eu": ""}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    id: str
+    question: str
+    image: bytes | Path | None
+    target: Any                      # what the scorer compares with (task-specific)
+    where: str                       # "FILE row N": for error messages
+    choices: tuple[str, ...] = ()    # multiple choice options
+
+
+@dataclasses.dataclass(frozen=True)
+class Sources:
+    data_dir: Path     # DATA_DIR/<task name>/ per task
+    demo_root: Path    # the synthetic demo data (generated on first use)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    lang: str
+    metric: str
+    max_new_tokens: int
+    load: Callable[[Task, Sources], Iterator[Sample | None]]  # None: a row the task skips
+    instruction: Mapping[str, str]
+    # (prediction, sample) → (score, extra per-sample fields); None: judged pairwise instead
+    score: Callable[[str, Sample], tuple[float, dict[str, Any]]] | None
+
+    @property
+    def family(self) -> str:
+        return self.name.rsplit("_", 1)[0]
+
+    def prompt(self, sample: Sample, lang: str) -> str:
+        body = sample.question
+        if sample.choices:
+            body += "\n" + metrics.format_choices(sample.choices)
+        return body + self.instruction[lang]
+
+    def references(self, sample: Sample) -> list[str]:
+        """The reference answers, as the predictions file shows them."""
+        if sample.choices:
+            return [metrics.LETTERS[sample.target] + ". " + sample.choices[sample.target]]
+        return list(sample.target) if isinstance(sample.target, list) else [sample.target]
+
+
+# -- loaders: Hugging Face schemas ----------------------------------------------------------
+
+
+def _rows(task: Task, sources: Sources) -> Iterator[Row]:
+    return read_rows(sources.data_dir / task.name)
+
+
+def _sample(row: Row, question: str, target: Any, image_columns: tuple[str, ...] = ("image",),
+            **kw: Any) -> Sample:
+    sample_id = row.get("question_id", "id", kind=(str, int), optional=True)
+    return Sample(id=str(sample_id if sample_id is not None else f"{row.path.name}:{row.where}"),
+                  question=question.strip(), image=row.image(*image_columns), target=target,
+                  where=f"{row.path} {row.where}", **kw)
+
+
+def load_vqav2(task: Task, sources: Sources) -> Iterator[Sample]:
+    """``question``, ``answers`` (strings, or VQAv2's ``{"answer": ...}`` dicts), ``image``."""
+    for row in _rows(task, sources):
+        yield _sample(row, row.get("question"), row.strings("answers", key="answer"))
+
+
+def load_aokvqa_mc(task: Task, sources: Sources) -> Iterator[Sample]:
+    """``question``, ``choices`` (strings), ``correct_choice_idx``, ``image``."""
+    for row in _rows(task, sources):
+        choices = row.strings("choices")
+        correct = row.get("correct_choice_idx", kind=int)
+        if not 0 <= correct < len(choices):
+            raise row.fail(f"correct_choice_idx {correct} is not an index of the "
+                           f"{len(choices)} choices")
+        yield _sample(row, row.get("question"), correct, choices=tuple(choices))
+
+
+def load_aokvqa_da(task: Task, sources: Sources) -> Iterator[Sample | None]:
+    """``question``, ``direct_answers`` (strings), ``difficult_direct_answer`` (the official
+    evaluation skips those), ``image``."""
+    for row in _rows(task, sources):
+        if row.get("difficult_direct_answer", kind=bool, optional=True):
+            yield None
+        else:
+            yield _sample(row, row.get("question"), row.strings("direct_answers"))
+
+
+def load_yes_no(task: Task, sources: Sources) -> Iterator[Sample | None]:
+    """``question``, ``answer``, ``image``; rows whose answer is not yes/no (bai/ez) are
+    skipped (and counted)."""
+    for row in _rows(task, sources):
+        answer = row.get("answer")
+        yield (None if metrics.parse_yes_no(answer) is None
+               else _sample(row, row.get("question"), answer))
+
+
+# WildVision-Bench (lmms-eval's release) keeps the reference model's answer in a column named after
+# the model; a plain ``reference`` column works too.
+REFERENCE_COLUMNS = ("reference", "claude-3-sonnet-20240229")
+
+
+def load_open_ended(task: Task, sources: Sources) -> Iterator[Sample]:
+    """``instruction`` (or ``question``), ``image``, and the reference model's answer
+    (``reference`` or ``claude-3-sonnet-20240229``)."""
+    for row in _rows(task, sources):
+        yield _sample(row, row.get("instruction", "question"), row.get(*REFERENCE_COLUMNS))
+
+
+def load_demo(task: Task, sources: Sources) -> Iterator[Sample]:
+    """The held-out split of the synthetic demo data (``data.synthetic``), generated on first
+    use; each record's user turn is the question, its assistant turn the answer."""
+    from basque_vlm.data import sources as data_sources
+    from basque_vlm.data import synthetic
+
+    path = synthetic.ensure(sources.demo_root) / "datasets" / f"heldout_{task.lang}"
+    source = data_sources.ConversationSource(path)
+    for i in range(len(source)):
+        conv, images = source[i]
+        user, answer = (next(m.text for m in conv.messages if m.role == role)
+                        for role in ("user", "assistant"))
+        yield Sample(id=conv.id, question=user.replace(IMAGE_PLACEHOLDER, "").strip(),
+                     image=images[0], target=answer, where=f"{path} record {i}")
+
+
+# -- scorers --------------------------------------------------------------------------------
+
+
+def score_vqa(prediction: str, sample: Sample) -> tuple[float, dict[str, Any]]:
+    return metrics.vqa_accuracy(prediction, sample.target), {}
+
+
+def score_choice(prediction: str, sample: Sample) -> tuple[float, dict[str, Any]]:
+    choice = metrics.parse_choice(prediction, sample.choices)
+    return float(choice == sample.target), {
+        "choice": None if choice is None else metrics.LETTERS[choice]}
+
+
+def score_direct(prediction: str, sample: Sample) -> tuple[float, dict[str, Any]]:
+    return metrics.direct_answer_accuracy(prediction, sample.target), {}
+
+
+def score_yes_no(prediction: str, sample: Sample) -> tuple[float, dict[str, Any]]:
+    said = metrics.parse_yes_no(prediction)
+    return metrics.yes_no_accuracy(prediction, sample.target), {
+        "parsed": None if said is None else ("yes" if said else "no")}
+
+
+def score_exact(prediction: str, sample: Sample) -> tuple[float, dict[str, Any]]:
+    return metrics.exact_match(prediction, sample.target), {}
+
+
+def _both(family: str, **kw: Any) -> dict[str, Task]:
+    return {f"{family}_{lang}": Task(name=f"{family}_{lang}", lang=lang, **kw) for lang in LANGS}
+
+
+# WildVision answers are long: lmms-eval allows 4096 new tokens; 1024 keeps CPU/TPU runs bounded.
+OPEN_ENDED_TOKENS = 1024
+
+TASKS: dict[str, Task] = {
+    **_both("vqav2", metric="accuracy", max_new_tokens=16, load=load_vqav2,
+            instruction=SHORT_ANSWER, score=score_vqa),
+    **_both("aokvqa_mc", metric="accuracy", max_new_tokens=16, load=load_aokvqa_mc,
+            instruction=OPTION_LETTER, score=score_choice),
+    "aokvqa_da_en": Task(name="aokvqa_da_en", lang="en", metric="accuracy", max_new_tokens=16,
+                         load=load_aokvqa_da, instruction=SHORT_ANSWER, score=score_direct),
+    **_both("pixmo_capqa", metric="accuracy", max_new_tokens=16, load=load_yes_no,
+            instruction=SHORT_ANSWER, score=score_yes_no),
+    **_both("wildvision", metric="win_rate", max_new_tokens=OPEN_ENDED_TOKENS,
+            load=load_open_ended, instruction=NO_INSTRUCTION, score=None),
+    # The demo model is trained on bare questions: no instruction line.
+    **_both("demo_vqa", metric="accuracy", max_new_tokens=16, load=load_demo,
+            instruction=NO_INSTRUCTION, score=score_exact),
+}
+
+
+def get(names: str | list[str]) -> list[Task]:
+    """Tasks by name (a comma-separated string or a list); unknown names raise ValueError."""
+    names = [n.strip() for n in names.split(",")] if isinstance(names, str) else names
+    unknown = [n for n in names if n not in TASKS]
+    if unknown or not names:
+        raise ValueError(f"unknown task(s) {unknown or names}; known: {', '.join(TASKS)}")
+    return [TASKS[n] for n in names]

@@ -128,33 +128,58 @@ def stack_layers(make: Callable[[nnx.Rngs], nnx.Module], num_layers: int,
     return build(rngs)
 
 
-def run_layers(layers: nnx.Module, x: jax.Array, xs, body: Callable, *, scan: bool,
-               remat: str = "none", num_layers: int | None = None):
-    """Applies stacked ``layers`` in order: ``x, y_i = body(layer_i, x, xs_i)``.
+def unstack_layers(layers: nnx.Module) -> list[nnx.Module]:
+    """Per-layer modules sliced from stacked ``layers``.
 
-    ``xs`` is a pytree with a leading layer axis (e.g. a KV cache) or None; returns ``(x, ys)`` with
-    ``ys`` stacked the same way. ``num_layers`` runs only the first layers (vision feature layers).
-    ``scan`` keeps compile time flat on TPU; the unrolled loop is faster on CPU.
+    Inside a decode loop, slicing stacked weights copies each layer's weights at every step;
+    slicing once before the loop lets each step read them in place.
     """
     graphdef, state = nnx.split(layers)
-    if num_layers is not None:
-        state = jax.tree.map(lambda a: a[:num_layers], state)
-        if xs is not None:
-            xs = jax.tree.map(lambda a: a[:num_layers], xs)
-
-    def step(carry, inputs):
-        layer_state, layer_xs = inputs
-        return body(nnx.merge(graphdef, layer_state), carry, layer_xs)
-
-    if remat != "none":
-        if remat not in REMAT_POLICIES:
-            raise ValueError(f"unknown remat policy {remat!r}; known: none, {sorted(REMAT_POLICIES)}")
-        step = jax.checkpoint(step, policy=REMAT_POLICIES[remat], prevent_cse=not scan)
-    if scan:
-        return jax.lax.scan(step, x, (state, xs))
     n = jax.tree.leaves(state)[0].shape[0]
+    return [nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)) for i in range(n)]
+
+
+def run_layers(layers: nnx.Module | Sequence[nnx.Module], x: jax.Array, xs, body: Callable, *,
+               scan: bool, remat: str = "none", num_layers: int | None = None):
+    """Applies ``layers`` in order: ``x, y_i = body(layer_i, x, xs_i)``.
+
+    ``layers`` are stacked (a leading ``layers`` axis) or, unrolled only, a list of per-layer
+    modules (`unstack_layers`). ``xs`` is None, a pytree with a leading layer axis (stacked ``ys``
+    come back) or a list of per-layer pytrees (a list comes back), e.g. a KV cache. ``num_layers``
+    runs only the first layers (vision feature layers). ``scan`` keeps compile time flat on TPU;
+    the unrolled loop is faster on CPU.
+    """
+    if remat != "none" and remat not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {remat!r}; known: none, {sorted(REMAT_POLICIES)}")
+
+    def make_step(graphdef):
+        def step(carry, inputs):
+            layer_state, layer_xs = inputs
+            return body(nnx.merge(graphdef, layer_state), carry, layer_xs)
+
+        if remat == "none":
+            return step
+        return jax.checkpoint(step, policy=REMAT_POLICIES[remat], prevent_cse=not scan)
+
+    if scan:
+        graphdef, state = nnx.split(layers)
+        if num_layers is not None:
+            state = jax.tree.map(lambda a: a[:num_layers], state)
+            if xs is not None:
+                xs = jax.tree.map(lambda a: a[:num_layers], xs)
+        return jax.lax.scan(make_step(graphdef), x, (state, xs))
+
+    modules = list(layers) if isinstance(layers, Sequence) else unstack_layers(layers)
+    modules = modules[:num_layers]
+    per_layer = isinstance(xs, list)
+    if not per_layer:
+        xs = [None if xs is None else jax.tree.map(lambda a: a[i], xs)
+              for i in range(len(modules))]
     ys = []
-    for i in range(n):
-        x, y = step(x, jax.tree.map(lambda a: a[i], (state, xs)))
+    for module, layer_xs in zip(modules, xs):
+        graphdef, state = nnx.split(module)
+        x, y = make_step(graphdef)(x, (state, layer_xs))
         ys.append(y)
-    return x, (None if ys[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *ys))
+    if per_layer or ys[0] is None:
+        return x, ys if per_layer else None
+    return x, jax.tree.map(lambda *a: jnp.stack(a), *ys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any
 
@@ -16,6 +17,7 @@ from basque_vlm.model.attention import decoder_mask, dot_product_attention
 from basque_vlm.model.layers import Linear, RMSNorm, normal, param, run_layers, stack_layers
 
 ROPE_TYPES = ("default", "linear", "llama3")
+Cache = dict[str, jax.Array] | list[dict[str, jax.Array]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,10 @@ class LlamaConfig:
     dtype: str = "float32"
     scan_layers: bool = True
     remat: str = "none"
+
+    def __hash__(self) -> int:
+        # The rope_scaling dict is not hashable; jit hashes the config inside a static GraphDef.
+        return hash(json.dumps(dataclasses.asdict(self), sort_keys=True))
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> LlamaConfig:
@@ -138,20 +144,20 @@ class Attention(nnx.Module):
                              rngs=rngs, dtype=dt)
         self.scale = hd ** -0.5
 
-    def __call__(self, x, positions, inv_freq, kv_valid, cache):
-        """``cache`` is None (keys are ``x`` itself) or ``(k, v, index)``: slots ``[B, S, KVH, D]``
-        with this call's keys written at ``index``; returns ``(out, (k, v))``."""
+    def __call__(self, x, positions, inv_freq, kv_valid, cache, offset):
+        """``cache`` is None (keys are ``x`` itself) or ``{"k", "v": [B, S, KVH, D]}`` that gets
+        this call's keys at slot ``offset``; returns ``(out, updated cache or None)``."""
         q = apply_rope(self.q_proj(x), positions, inv_freq)
         k = apply_rope(self.k_proj(x), positions, inv_freq)
         v = self.v_proj(x)
-        offset = 0
         if cache is not None:
-            cache_k, cache_v, offset = cache
-            k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), offset, 1)
-            v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), offset, 1)
+            cache = {name: jax.lax.dynamic_update_slice_in_dim(
+                cache[name], new.astype(cache[name].dtype), offset, 1)
+                for name, new in (("k", k), ("v", v))}
+            k, v = cache["k"], cache["v"]
         mask = decoder_mask(kv_valid, offset + jnp.arange(x.shape[1]))
         out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, self.scale)
-        return self.o_proj(out), (k, v)
+        return self.o_proj(out), cache
 
 
 class MLP(nnx.Module):
@@ -175,11 +181,12 @@ class DecoderLayer(nnx.Module):
                                                 dtype=dt)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, positions, inv_freq, kv_valid, cache):
-        attn, kv = self.self_attn(self.input_layernorm(x), positions, inv_freq, kv_valid, cache)
+    def __call__(self, x, positions, inv_freq, kv_valid, cache, offset):
+        attn, cache = self.self_attn(self.input_layernorm(x), positions, inv_freq, kv_valid, cache,
+                                     offset)
         x = x + attn
         x = x + self.mlp(self.post_attention_layernorm(x))
-        return sharding.constrain(x, ("batch", "length", "embed")), kv
+        return sharding.constrain(x, ("batch", "length", "embed")), cache
 
 
 class Llama(nnx.Module):
@@ -202,26 +209,24 @@ class Llama(nnx.Module):
         return sharding.constrain(table[input_ids], ("batch", "length", "embed"))
 
     def __call__(self, x: jax.Array, positions: jax.Array, kv_valid: jax.Array,
-                 cache: dict[str, jax.Array] | None = None,
-                 cache_index: jax.Array | int = 0) -> tuple[jax.Array, dict | None]:
+                 cache: Cache | None = None,
+                 cache_index: jax.Array | int = 0) -> tuple[jax.Array, Cache | None]:
         """``x: [B, T, embed]`` → final-normed hidden states ``[B, T, embed]`` and the updated cache.
 
         ``positions: [B, T]`` are RoPE positions; ``kv_valid: [B, S]`` marks real key slots
-        (``S = T`` without a cache, the cache length with one); ``cache = {"k", "v": [L, B, S,
-        KVH, D]}`` receives this call's keys at slot ``cache_index``.
+        (``S = T`` without a cache, the cache length with one); ``cache`` receives this call's
+        keys at slot ``cache_index``. Its form decides how the layers run: a stacked cache
+        (`init_cache`) with ``lax.scan``, a list of per-layer caches unrolled; without a cache,
+        ``cfg.scan_layers`` decides.
         """
         inv_freq = rope_inv_freq(self.cfg)
 
         def body(layer, h, layer_cache):
-            kv_in = None if layer_cache is None else (layer_cache[0], layer_cache[1], cache_index)
-            h, kv = layer(h, positions, inv_freq, kv_valid, kv_in)
-            return h, (kv if layer_cache is not None else None)
+            return layer(h, positions, inv_freq, kv_valid, layer_cache, cache_index)
 
-        xs = None if cache is None else (cache["k"], cache["v"])
-        x, kv = run_layers(self.layers, x, xs, body, scan=self.cfg.scan_layers,
-                           remat=self.cfg.remat)
-        new_cache = None if cache is None else {"k": kv[0], "v": kv[1]}
-        return self.norm(x), new_cache
+        scan = self.cfg.scan_layers if cache is None else not isinstance(cache, list)
+        x, cache = run_layers(self.layers, x, cache, body, scan=scan, remat=self.cfg.remat)
+        return self.norm(x), cache
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         if self.lm_head is None:
@@ -233,6 +238,13 @@ class Llama(nnx.Module):
 
 
 def init_cache(cfg: LlamaConfig, batch: int, length: int, dtype=None) -> dict[str, jax.Array]:
+    """Zeros ``{"k", "v": [L, B, S, KVH, D]}``."""
     shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
     dtype = dtype or cfg.dtype
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+def unstack_cache(cache: dict[str, jax.Array]) -> list[dict[str, jax.Array]]:
+    """Per-layer caches ``{"k", "v": [B, S, KVH, D]}``: a decode loop updates each in place,
+    where slicing a stacked cache would copy it at every step."""
+    return [{name: a[i] for name, a in cache.items()} for i in range(cache["k"].shape[0])]

@@ -1,0 +1,48 @@
+"""Chat prompts → left-padded model inputs, rendered with the checkpoint's own chat template."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def chat_inputs(processor: Any, prompts: Sequence[str],
+                images: Sequence[Any] | None = None) -> dict[str, np.ndarray]:
+    """One user message per prompt, with the generation prompt added, left-padded.
+
+    ``processor`` is a transformers processor (needed with ``images``: one PIL image per prompt,
+    placed before the text and expanded to the image's feature count by the processor) or a
+    tokenizer. Returns ``input_ids``, ``attention_mask`` (and ``pixel_values``) as numpy arrays.
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    rows, pixels = [], []
+    if images is None:
+        for prompt in prompts:
+            rows.append(tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True,
+                tokenize=True, return_dict=True)["input_ids"])
+    else:
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
+        for prompt, image in zip(prompts, images):
+            content = [{"type": "image"}, {"type": "text", "text": prompt}]
+            out = processor.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True,
+                tokenize=True, return_dict=True, return_tensors="np",
+                processor_kwargs={"images": [image]})
+            rows.append(out["input_ids"][0].tolist())
+            pixels.append(out["pixel_values"])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
+        tokenizer.eos_token_id)
+    length = max(len(r) for r in rows)
+    input_ids = np.full((len(rows), length), pad_id, np.int64)
+    attention_mask = np.zeros((len(rows), length), np.int64)
+    for i, row in enumerate(rows):
+        input_ids[i, length - len(row):] = row
+        attention_mask[i, length - len(row):] = 1
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if images is not None:
+        inputs["pixel_values"] = np.concatenate(pixels)
+    return inputs

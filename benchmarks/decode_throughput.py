@@ -1,0 +1,163 @@
+"""Decode throughput: our jitted generation vs transformers' ``generate``, SmolLM2-135M float32.
+
+Both decode exactly ``--new_tokens`` greedy tokens (end-of-turn stopping off) from the same
+left-padded chat prompts at batch 1 and 8. Repetitions are interleaved so that drift of the machine
+hits both sides alike; before each one we wait (a while) for the machine to be quiet, and during
+each we record the CPU share that other processes used. Compile time (our first call minus our
+fastest call) is reported apart. The same run measures the memory read bandwidth, which bounds
+batch-1 decoding: every step reads all the weights. The last stdout line is JSON.
+
+    python benchmarks/decode_throughput.py [--reps=5] [--new_tokens=64] [--scan_layers]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import psutil
+import torch
+from absl import app, flags, logging
+from flax import nnx
+from transformers import AutoTokenizer, LlamaForCausalLM
+
+from basque_vlm import checkpoint
+from basque_vlm.infer import decode
+from basque_vlm.infer.prompts import chat_inputs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import checkpoints  # noqa: E402
+import smollm2  # noqa: E402
+
+flags.DEFINE_integer("reps", 5, "timed repetitions of each case")
+flags.DEFINE_integer("new_tokens", 64, "tokens generated per row")
+flags.DEFINE_bool("scan_layers", False, "decode with lax.scan over layers (default: unrolled)")
+flags.DEFINE_float("busy_warn", 0.10, "warn when other processes used more than this CPU share")
+flags.DEFINE_float("quiet_wait_s", 30, "before each timed call, wait up to this long for quiet")
+FLAGS = flags.FLAGS
+
+PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "Hi!",
+           "Explain in two sentences why the sky is blue.", "Zer da Euskal Herriko hiriburua?",
+           "List three fruits.", "What is 12 times 7? Answer with the number only.",
+           "Give me a short motivational quote about learning new languages every day."]
+BATCHES = (1, 8)
+THREADS = 2
+
+
+def wait_quiet() -> None:
+    """Waits (we are idle meanwhile) until the machine is less busy than ``--busy_warn``."""
+    deadline = time.monotonic() + FLAGS.quiet_wait_s
+    while (psutil.cpu_percent(interval=0.5) / 100 > FLAGS.busy_warn
+           and time.monotonic() < deadline):
+        pass
+
+
+def timed_call(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``fn()``, the seconds it took, and the CPU share other processes used meanwhile."""
+    wait_quiet()
+    own, machine = psutil.Process().cpu_times(), psutil.cpu_times()
+    start = time.perf_counter()
+    result = fn()
+    wall = time.perf_counter() - start
+    own_after, machine_after = psutil.Process().cpu_times(), psutil.cpu_times()
+    busy = sum(machine_after[:3]) - sum(machine[:3])  # user + nice + system
+    mine = own_after.user + own_after.system - own.user - own.system
+    return result, wall, max(0.0, (busy - mine) / (wall * psutil.cpu_count()))
+
+
+def read_bandwidth(gigabytes: float = 1.0, reps: int = 3) -> float:
+    """Bytes per second of a numpy sum over a ``gigabytes`` float32 array (best of ``reps``)."""
+    a = np.ones(int(gigabytes * 2**30) // 4, np.float32)
+    return a.nbytes / min(timed_call(a.sum)[1] for _ in range(reps))
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    torch.set_num_threads(THREADS)
+    new_tokens = FLAGS.new_tokens
+    bandwidth = read_bandwidth()
+
+    llm_dir = smollm2.hf_folder()
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = checkpoints.assembled(llm_dir, Path(tmp) / "ckpt")
+        _, ours = checkpoint.load_model(ckpt, scan_layers=FLAGS.scan_layers)
+    theirs = LlamaForCausalLM.from_pretrained(llm_dir, dtype=torch.float32).eval()
+    theirs.generation_config.eos_token_id = None  # exactly new_tokens, as ours with eos_ids=()
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    llm_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(ours.language_model)))
+
+    def run_ours(inputs):
+        return decode.generate(ours, inputs["input_ids"], inputs["attention_mask"],
+                               max_new_tokens=new_tokens, eos_ids=())
+
+    def run_theirs(inputs):
+        with torch.no_grad():
+            out = theirs.generate(input_ids=torch.from_numpy(inputs["input_ids"]),
+                                  attention_mask=torch.from_numpy(inputs["attention_mask"]),
+                                  do_sample=False, max_new_tokens=new_tokens,
+                                  pad_token_id=tokenizer.pad_token_id)
+        return out[:, inputs["input_ids"].shape[1]:].numpy()
+
+    runners = {"ours": run_ours, "transformers": run_theirs}
+    cases = {b: chat_inputs(tokenizer, PROMPTS[:b]) for b in BATCHES}
+    first_call, same_tokens = {}, {}
+    for b, inputs in cases.items():  # warm-up: compiles ours, and checks the tokens agree
+        outs = {}
+        for name, run in runners.items():
+            outs[name], first_call[name, b], _ = timed_call(lambda: run(inputs))
+        same_tokens[b] = bool(np.array_equal(outs["ours"], outs["transformers"]))
+
+    times = {key: [] for key in first_call}
+    busyness = []
+    for rep in range(FLAGS.reps):
+        for b, inputs in cases.items():
+            for name, run in runners.items():
+                _, seconds, busy = timed_call(lambda: run(inputs))
+                times[name, b].append(seconds)
+                busyness.append(busy)
+                if busy > FLAGS.busy_warn:
+                    print(f"warning: rep {rep} {name} batch {b}: other processes used {busy:.0%} "
+                          "of the CPUs; its timing is unreliable", file=sys.stderr)
+
+    median = {key: statistics.median(ts) for key, ts in times.items()}
+
+    def compile_s(name, b):
+        return first_call[name, b] - min(times[name, b]) if name == "ours" else 0.0
+
+    result = {"bandwidth_gb_s": bandwidth / 1e9, "llm_weight_mb": llm_bytes / 1e6,
+              "bound_b1_tokens_s": bandwidth / llm_bytes, "scan_layers": FLAGS.scan_layers,
+              "max_other_cpu_share": max(busyness)}
+    print(f"memory read bandwidth {bandwidth / 1e9:.1f} GB/s (numpy sum, 1 GB); LLM weights "
+          f"{llm_bytes / 1e6:.0f} MB -> batch-1 bound {bandwidth / llm_bytes:.1f} tokens/s")
+    print(f"{'batch':>5} {'impl':>12} {'tokens/s':>9} {'median s':>9} {'min s':>7} "
+          f"{'compile s':>9} {'same tokens':>11}")
+    for b in BATCHES:
+        for name in runners:
+            tps = b * new_tokens / median[name, b]
+            print(f"{b:>5} {name:>12} {tps:>9.1f} {median[name, b]:>9.3f} "
+                  f"{min(times[name, b]):>7.3f} {compile_s(name, b):>9.2f} "
+                  f"{str(same_tokens[b]):>11}")
+            result[f"{name}_b{b}_tokens_s"] = tps
+        ratios = [t / o for o, t in zip(times["ours", b], times["transformers", b])]
+        result[f"ratio_b{b}"] = statistics.median(ratios)
+        result[f"ratio_fastest_b{b}"] = min(times["transformers", b]) / min(times["ours", b])
+        result[f"compile_b{b}_s"] = compile_s("ours", b)
+        result[f"same_tokens_b{b}"] = same_tokens[b]
+        print(f"      ours / transformers at batch {b}: {result[f'ratio_b{b}']:.2f}x (median of "
+              f"the per-repetition ratios), {result[f'ratio_fastest_b{b}']:.2f}x (fastest of each)")
+    print(f"other processes' CPU share per timed call: max {max(busyness):.0%}, "
+          f"median {statistics.median(busyness):.0%}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    app.run(main)

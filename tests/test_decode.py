@@ -1,0 +1,160 @@
+"""Batched prefill + KV-cache decoding against transformers' generate and our own full forward."""
+
+import checkpoints
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tiny_models
+import torch
+from flax import nnx
+from PIL import Image
+from transformers import AutoProcessor, TopPLogitsWarper
+
+from basque_vlm import checkpoint
+from basque_vlm.infer import decode, sampling
+from basque_vlm.infer.prompts import chat_inputs
+
+PROMPTS = ["What is in the image?", "Zer dago irudian?", "Bai",
+           "The capital of France is Paris. Euskal Herriko hiriburua ez da Paris.",
+           "one two three", "Katu bat dago mahai gainean.", "yes, no", "seven eight nine ten"]
+NEW = 10
+
+
+def images(n: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (40 + 5 * i, 50, 3), dtype=np.uint8))
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory):
+    """(torch model, processor, checkpoint dir) per (vision kind, strategy)."""
+    cache = {}
+
+    def get(kind: str, strategy: str):
+        if (kind, strategy) not in cache:
+            root = tmp_path_factory.mktemp(f"{kind}_{strategy}")
+            torch_model, processor = tiny_models.save_llava(root / "hf", kind, strategy)
+            cache[kind, strategy] = (torch_model, processor,
+                                     checkpoints.from_llava(root / "hf", root / "ckpt"))
+        return cache[kind, strategy]
+
+    return get
+
+
+def reference(torch_model, inputs: dict, new_tokens: int, eos_ids) -> list[list[int]]:
+    """transformers' greedy new tokens per row, up to the end of turn (no pads)."""
+    pt = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    with torch.no_grad():
+        out = torch_model.generate(**pt, do_sample=False, max_new_tokens=new_tokens)
+    new = out[:, inputs["input_ids"].shape[1]:].numpy()
+    return decode.trim(new, eos_ids)
+
+
+def ours(model, inputs: dict, new_tokens: int, **kw) -> np.ndarray:
+    return decode.generate(model, inputs["input_ids"], inputs["attention_mask"],
+                           inputs.get("pixel_values"), max_new_tokens=new_tokens, **kw)
+
+
+@pytest.mark.parametrize("kind,strategy,scan", [("clip", "default", True),
+                                                ("siglip", "full", False)])
+def test_greedy_with_images_matches_transformers(llava, kind, strategy, scan):
+    torch_model, processor, ckpt = llava(kind, strategy)
+    cfg, model = checkpoint.load_model(ckpt, scan_layers=scan)
+    inputs = chat_inputs(processor, PROMPTS[:2], images(2))
+    assert (inputs["input_ids"] == cfg.image_token_id).sum() == 2 * cfg.tokens_per_image
+    assert inputs["attention_mask"][:, 0].min() == 0  # the batch is really left-padded
+    assert decode.trim(ours(model, inputs, NEW), cfg.eos_token_ids) == reference(
+        torch_model, inputs, NEW, cfg.eos_token_ids)
+
+
+def test_text_only_assembled_matches_llama(tmp_path):
+    torch_model, tokenizer = tiny_models.save_llama(tmp_path / "llm")
+    ckpt = checkpoints.assembled(tmp_path / "llm", tmp_path / "ckpt")
+    cfg, model = checkpoint.load_model(ckpt, scan_layers=False)
+    inputs = chat_inputs(AutoProcessor.from_pretrained(ckpt), PROMPTS[:3])
+    np.testing.assert_array_equal(inputs["input_ids"],
+                                  chat_inputs(tokenizer, PROMPTS[:3])["input_ids"])
+    assert decode.trim(ours(model, inputs, NEW), cfg.eos_token_ids) == reference(
+        torch_model, inputs, NEW, cfg.eos_token_ids)
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_batch_of_eight_equals_one_by_one(llava, scan):
+    _, processor, ckpt = llava("clip", "default")
+    _, model = checkpoint.load_model(ckpt, scan_layers=scan)
+    batch = ours(model, chat_inputs(processor, PROMPTS), NEW)
+    single = np.concatenate([ours(model, chat_inputs(processor, [p]), NEW) for p in PROMPTS])
+    np.testing.assert_array_equal(batch, single)
+
+
+def test_stops_each_row_at_its_end_of_turn_and_pads(llava):
+    _, processor, ckpt = llava("clip", "default")
+    _, model = checkpoint.load_model(ckpt, scan_layers=False)
+    inputs = chat_inputs(processor, PROMPTS[:3])
+    free = ours(model, inputs, NEW, eos_ids=())
+    stop = int(free[0, 3])  # row 0 ends at step 3 (or earlier, if it made that token before)
+    stopped = ours(model, inputs, NEW, eos_ids=(stop,), pad_id=7)
+    for row_free, row in zip(free, stopped):
+        end = list(row_free).index(stop) + 1 if stop in row_free else NEW
+        np.testing.assert_array_equal(row[:end], row_free[:end])
+        assert (row[end:] == 7).all()
+    assert list(stopped[0]).index(stop) <= 3
+
+
+def full_forward_logits(model, inputs: dict, generated: np.ndarray) -> np.ndarray:
+    """Logits at the positions that predict each generated token, without a cache."""
+    ids = np.concatenate([inputs["input_ids"], generated], axis=1)
+    mask = np.concatenate([inputs["attention_mask"], np.ones_like(generated)], axis=1)
+    pixels = inputs.get("pixel_values")
+    logits = nnx.jit(lambda m, *args: m(*args))(
+        model, jnp.asarray(ids), None if pixels is None else jnp.asarray(pixels), jnp.asarray(mask))
+    start = inputs["input_ids"].shape[1] - 1
+    return np.asarray(logits[:, start:start + generated.shape[1]])
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_cached_decoding_equals_full_forward(llava, scan):
+    _, processor, ckpt = llava("siglip", "full")
+    _, model = checkpoint.load_model(ckpt, scan_layers=scan)
+    inputs = chat_inputs(processor, PROMPTS[2:5], images(3, seed=1))
+    generated = ours(model, inputs, NEW, eos_ids=())
+    np.testing.assert_array_equal(full_forward_logits(model, inputs, generated).argmax(-1),
+                                  generated)
+
+
+def test_sampling_is_reproducible_and_stays_in_the_nucleus(llava):
+    _, processor, ckpt = llava("clip", "default")
+    _, model = checkpoint.load_model(ckpt, scan_layers=False)
+    inputs = chat_inputs(processor, PROMPTS[:4])
+    kw = dict(temperature=0.7, top_p=0.3, eos_ids=())
+    a = ours(model, inputs, NEW, rng=jax.random.key(1), **kw)
+    np.testing.assert_array_equal(a, ours(model, inputs, NEW, rng=jax.random.key(1), **kw))
+    assert not np.array_equal(a, ours(model, inputs, NEW, rng=jax.random.key(2), **kw))
+    logits = full_forward_logits(model, inputs, a) / kw["temperature"]
+    allowed = np.asarray(sampling.top_p_mask(jnp.asarray(logits), kw["top_p"]))
+    assert np.take_along_axis(allowed, a[..., None], -1).all()
+    assert allowed.sum(-1).max() < logits.shape[-1]  # the nucleus really excludes tokens
+    with pytest.raises(ValueError, match="rng"):
+        ours(model, inputs, NEW, temperature=0.7)
+
+
+def test_top_p_mask_matches_transformers():
+    logits = np.random.default_rng(0).normal(size=(4, 50)).astype(np.float32) * 3
+    for top_p in (0.1, 0.5, 0.9, 1.0):
+        theirs = TopPLogitsWarper(top_p)(None, torch.from_numpy(logits)).numpy() > -np.inf
+        np.testing.assert_array_equal(sampling.top_p_mask(jnp.asarray(logits), top_p), theirs)
+
+
+def test_compiles_once_per_length_bucket(llava):
+    _, processor, ckpt = llava("clip", "default")
+    _, model = checkpoint.load_model(ckpt)
+    first = chat_inputs(processor, PROMPTS[:2])
+    ours(model, first, 4)
+    size = decode._generate._cache_size()
+    for prompts in (PROMPTS[2:4], PROMPTS[4:6]):  # other prompt lengths, the same 64-token bucket
+        inputs = chat_inputs(processor, prompts)
+        assert inputs["input_ids"].shape != first["input_ids"].shape
+        ours(model, inputs, 4)
+    assert decode._generate._cache_size() == size

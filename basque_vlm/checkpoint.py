@@ -1,9 +1,19 @@
-"""The project checkpoint folder (``CKPT``).
+"""The project checkpoint folder (``CKPT``), and reading a training workdir as one.
 
     CKPT/config.json     {"format": "basque_vlm", "version": 1, "model": VLMConfig as a dict}
     CKPT/params/         Orbax checkpoint of the parameter tree (source dtype kept)
     CKPT/tokenizer*, chat_template.jinja, processor_config.json, preprocessor_config.json, ...
                          the tokenizer and processor files, with the chat template
+
+A training workdir (``basque_vlm.training.checkpoint``) has the same ``config.json`` and tokenizer
+files, but its parameters are split so that frozen parts are written once, not at every step::
+
+    WORKDIR/frozen/                   Orbax tree of the frozen parts (absent if all parts train)
+    WORKDIR/checkpoints/STEP/params/  Orbax tree of the trained parts at STEP (+ optimizer state,
+                                      ...)
+
+Every reader here accepts either: a workdir means its latest step, merged with ``frozen/`` (a step
+that fails to load falls back to the one before, with a warning).
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
 from flax import nnx
 
 from basque_vlm.model.vlm import VLM, VLMConfig
@@ -23,6 +35,8 @@ from basque_vlm.model.vlm import VLM, VLMConfig
 FORMAT = "basque_vlm"
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
+CHECKPOINTS_DIR = "checkpoints"  # a workdir's Orbax CheckpointManager folder
+FROZEN_DIR = "frozen"
 
 
 class CheckpointNotFound(ValueError):
@@ -49,12 +63,21 @@ def save(out: str | Path, cfg: VLMConfig, params: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     with ocp.Checkpointer(_save_handler()) as ckptr:
         ckptr.save(out / PARAMS_DIR, args=ocp.args.PyTreeSave(params))
-    (out / CONFIG_FILE).write_text(json.dumps(
-        {"format": FORMAT, "version": 1, "model": cfg.to_dict()}, indent=2) + "\n")
+    write_config(out, cfg)
     return out
 
 
+def write_config(out: str | Path, cfg: VLMConfig, **extra: Any) -> None:
+    """``out/config.json``; ``extra`` keys are stored beside ``model``."""
+    (Path(out) / CONFIG_FILE).write_text(json.dumps(
+        {"format": FORMAT, "version": 1, "model": cfg.to_dict(), **extra}, indent=2) + "\n")
+
+
 def load_config(ckpt: str | Path, **overrides: Any) -> VLMConfig:
+    return VLMConfig.from_dict(_read_meta(ckpt)["model"], **overrides)
+
+
+def _read_meta(ckpt: str | Path) -> dict[str, Any]:
     path = Path(ckpt) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointNotFound(f"{ckpt}: not a basque_vlm checkpoint (no {CONFIG_FILE})")
@@ -62,7 +85,7 @@ def load_config(ckpt: str | Path, **overrides: Any) -> VLMConfig:
     if meta.get("format") != FORMAT:
         raise CheckpointNotFound(f"{path}: not a basque_vlm checkpoint config "
                                  "(for a Hugging Face folder, run `convert` first)")
-    return VLMConfig.from_dict(meta["model"], **overrides)
+    return meta
 
 
 def abstract_model(cfg: VLMConfig) -> VLM:
@@ -70,9 +93,47 @@ def abstract_model(cfg: VLMConfig) -> VLM:
 
 
 def load_params(ckpt: str | Path, target: Any | None = None) -> dict[str, Any]:
-    """The parameter tree; ``target`` (ShapeDtypeStructs with shardings) places it on devices."""
-    with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(Path(ckpt).absolute() / PARAMS_DIR, target)
+    """The parameter tree of a checkpoint or a workdir (its latest step); ``target``
+    (ShapeDtypeStructs with shardings, keyed by part) places it on devices."""
+    ckpt = Path(ckpt).absolute()
+    meta = _read_meta(ckpt).get("workdir")
+    if meta is None:
+        return _restore(ckpt / PARAMS_DIR, target)
+    frozen = _restore(ckpt / FROZEN_DIR, _parts(target, meta["frozen"])) if meta["frozen"] else {}
+    steps = workdir_steps(ckpt)
+    for step in steps:
+        try:
+            trained = _restore(ckpt / CHECKPOINTS_DIR / str(step) / PARAMS_DIR,
+                               _parts(target, meta["trainable"]))
+        except Exception as e:  # a corrupt or partly written step: Orbax raises many types
+            logging.warning("%s: step %d does not load (%s); trying the one before", ckpt, step,
+                            e)
+            continue
+        return {**frozen, **trained}
+    raise CheckpointNotFound(f"{ckpt}: a training workdir with no loadable checkpoint yet"
+                             + (f" (steps {steps} failed)" if steps else ""))
+
+
+def workdir_steps(workdir: str | Path) -> list[int]:
+    """The finalized checkpoint steps of a training workdir, newest first."""
+    folder = Path(workdir) / CHECKPOINTS_DIR
+    return sorted(ocp.utils.checkpoint_steps(folder), reverse=True) if folder.is_dir() else []
+
+
+def _parts(target: Any | None, parts: list[str]) -> Any | None:
+    return None if target is None else {p: target[p] for p in parts}
+
+
+def _restore(path: Path, target: Any | None) -> dict[str, Any]:
+    """Placed as ``target``, or without one as host (numpy) arrays: a tree saved from sharded
+    arrays (training) does not restore onto other devices without a target."""
+    if target is not None:
+        with ocp.StandardCheckpointer() as ckptr:
+            return ckptr.restore(path, target)
+    leaves = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path)).tree
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), leaves)
+    with ocp.PyTreeCheckpointer() as ckptr:
+        return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
 
 
 def load_model(ckpt: str | Path, param_dtype: str | None = None, **overrides: Any

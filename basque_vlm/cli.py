@@ -29,3 +29,14 @@ def run(prog: str, body: Callable[[], None]) -> None:
         body()
     except (ValueError, OSError) as e:
         fail(prog, e)
+
+
+def main(prog: str, body: Callable[[], None]) -> Callable[[list[str]], None]:
+    """An ``absl.app.run`` main that refuses stray positional arguments, then ``run``s ``body``."""
+
+    def app_main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            fail(prog, f"unexpected arguments: {' '.join(argv[1:])}")
+        run(prog, body)
+
+    return app_main

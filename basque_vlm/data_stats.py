@@ -36,11 +36,5 @@ def _stats() -> None:
     print(json.dumps(result), flush=True)
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        cli.fail("data_stats", f"unexpected arguments: {argv[1:]}")
-    cli.run("data_stats", _stats)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main("data_stats", _stats))

@@ -93,11 +93,5 @@ def _evaluate() -> None:
         print(report.markdown_table(results), end="", flush=True)
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        cli.fail("evaluate", f"unexpected arguments: {argv[1:]}")
-    cli.run("evaluate", _evaluate)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main("evaluate", _evaluate))

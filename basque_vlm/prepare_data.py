@@ -40,11 +40,5 @@ def _prepare() -> None:
     print(json.dumps(summary), flush=True)
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        cli.fail("prepare_data", f"unexpected arguments: {argv[1:]}")
-    cli.run("prepare_data", _prepare)
-
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main("prepare_data", _prepare))

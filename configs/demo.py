@@ -1,15 +1,27 @@
-"""The embedded demo: a tiny LLaVA-style model trained from scratch, on CPU, on the synthetic
-bilingual scenes (``basque_vlm.data.synthetic``), generated under ``data.root`` (the repository's
-``.cache/demo_data``) on first use.
+"""The embedded demo: a tiny LLaVA-style model trained from scratch — vision tower, connector and
+language model, all parameters, in one run — on CPU, on the synthetic bilingual scenes
+(``basque_vlm.data.synthetic``: colour, shape, count, yes/no and position questions in Basque and
+English), generated under ``data.root`` (the repository's ``.cache/demo_data``) on first use.
 
+It reproduces the pipeline of the paper (the chat template, the Basque/English mixture, loss on
+the answers only, AdamW + warmup + cosine) at a size that trains in a few minutes on two cores,
+and learns to answer the held-out questions (``demo_vqa_eu``, ``demo_vqa_en``).
+
+    python -m basque_vlm.train --config=configs/demo.py --workdir=workdir/demo
     python -m basque_vlm.data_stats --config=configs/demo.py --config.data.basque_ratio=0.2
 
-Model shapes divide over a ``data=2, fsdp=2, tensor=2`` mesh.
+Every sharded size (batch, heads, kv heads, MLP, vocabulary, hidden) divides over a
+``data=2, fsdp=2, tensor=2`` mesh (``--config.mesh.data=2 --config.mesh.fsdp=2
+--config.mesh.tensor=2`` on 8 devices).
 """
 
+import sys
 from pathlib import Path
 
 import ml_collections
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # configs/common.py, from any cwd
+import common  # noqa: E402
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / ".cache" / "demo_data"
 IMAGE_SIZE = 64  # basque_vlm.data.synthetic.IMAGE_SIZE
@@ -34,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
         pad_token_id=0,
         eos_token_ids=(2,),
     )
+    # How to compute (not stored with the weights): float32, layers unrolled (faster on CPU).
+    config.compute = dict(dtype="float32", scan_layers=False, remat="none")
 
     config.data = dict(
         root=str(DEMO_DATA),        # relative paths below are under it
@@ -52,21 +66,19 @@ def get_config() -> ml_collections.ConfigDict:
         max_length=128,
         length_buckets=(88, 96, 128),
         max_images=1,
-        global_batch_size=16,
+        global_batch_size=32,
         seed=0,
         num_workers=0,              # Grain worker processes
         num_threads=2,
         prefetch=2,
     )
 
-    config.train = dict(
-        num_steps=600,
-        log_every=10,
-        checkpoint_every=200,
-        learning_rate=1e-3,
-        warmup_steps=20,
-        weight_decay=0.0,
-    )
-
-    config.mesh = dict(data=-1, fsdp=1, tensor=1)  # -1: fill with the remaining devices
+    # Everything trains (from scratch), at one learning rate. The answers are ~3 supervised
+    # tokens a sample: the model first learns the answers' priors (loss ~0.36, 42% held-out
+    # accuracy) and starts reading the images after ~2,000 steps of 32 (smaller batches take far
+    # longer); 4,000 steps reach ~0.6.
+    config.optim = common.optim(vision_tower=1e-3, connector=1e-3, language_model=1e-3,
+                                warmup_ratio=0.03)
+    config.train = common.train(num_steps=4000, log_every=100, checkpoint_every=1000)
+    config.mesh = common.mesh(data=-1)
     return config

@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def demo_config(root: Path, **data: object) -> ml_collections.ConfigDict:
-    """``configs/demo.py`` with ``data.root = root`` and the given ``data`` overrides."""
+    """``configs/demo.py`` with ``data.root = root`` and the given ``data`` overrides (global
+    batches of 16 unless overridden: the data tests' expectations are written for 16)."""
+    data = {"global_batch_size": 16, **data}
     spec = importlib.util.spec_from_file_location("demo_config", REPO / "configs" / "demo.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

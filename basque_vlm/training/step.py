@@ -7,6 +7,7 @@ the mesh shape do not change it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -60,7 +61,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
         if microbatches == 1:
             total, grads = grad_fn(state.params, frozen, batch)
         else:
-            split = jax.tree.map(lambda a: a.reshape(microbatches, -1, *a.shape[1:]), batch)
+            split = jax.tree.map(functools.partial(
+                strided_split, rows=batch["input_ids"].shape[0], parts=microbatches), batch)
 
             def accumulate(carry, mb):
                 total, grads = carry
@@ -75,9 +77,18 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": total * scale, "grad_norm": optax.tree.norm(grads),
-                   "supervised_tokens": tokens}
+                   "supervised_tokens": tokens, "tokens": jnp.sum(batch["attention_mask"])}
         for part, sched in (schedules or {}).items():
             metrics[f"lr/{part}"] = sched(state.step)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
+
+
+def strided_split(a: jax.Array, *, rows: int, parts: int) -> jax.Array:
+    """``[rows * k, ...]`` (``k`` entries per row, e.g. image slots) → ``[parts, rows/parts * k,
+    ...]`` where part ``i`` holds rows ``i, i + parts, ...``: with rows sharded in contiguous
+    blocks, every part stays spread over all the shards."""
+    per_row = a.shape[0] // rows
+    a = a.reshape(rows // parts, parts, per_row, *a.shape[1:]).swapaxes(0, 1)
+    return a.reshape(parts, -1, *a.shape[3:])

@@ -1,0 +1,70 @@
+"""Where a run starts: the model config, the initial parameters, the workdir's tokenizer files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+from flax import nnx
+
+from basque_vlm import checkpoint
+from basque_vlm.data import mixture
+from basque_vlm.data.conversation import IMAGE_PLACEHOLDER
+from basque_vlm.model.vlm import VLM, VLMConfig
+from basque_vlm.training.step import Params
+
+
+def model_configs(config: Mapping[str, Any]) -> tuple[VLMConfig, VLMConfig]:
+    """``(stored, computed)``: the model as ``init_checkpoint`` (a converted checkpoint or a
+    training workdir) or ``model`` (from scratch) describes it, and with the ``compute``
+    overrides (``dtype``, ``scan_layers``, ``remat``) applied."""
+    if config.get("init_checkpoint"):
+        stored = checkpoint.load_config(config["init_checkpoint"])
+    elif config.get("model"):
+        stored = VLMConfig.from_dict(_plain(config["model"]))
+    else:
+        raise ValueError("the config needs init_checkpoint (a converted checkpoint or a workdir) "
+                         "or model (an architecture to train from scratch)")
+    return stored, VLMConfig.from_dict(stored.to_dict(), **_plain(config.get("compute") or {}))
+
+
+def initial_params(config: Mapping[str, Any], cfg: VLMConfig, target: Params) -> Params:
+    """All parameters, placed and typed as ``target`` (ShapeDtypeStructs with shardings): read
+    from ``init_checkpoint``, or initialised with ``train.seed`` directly on the devices."""
+    if config.get("init_checkpoint"):
+        return checkpoint.load_params(config["init_checkpoint"], target)
+    seed = int(config["train"].get("seed", 0))
+
+    def init() -> Params:
+        params = nnx.state(VLM(cfg, nnx.Rngs(seed))).to_pure_dict()
+        return jax.tree.map(lambda a, t: a.astype(t.dtype), params, target)
+
+    return jax.jit(init, out_shardings=jax.tree.map(lambda t: t.sharding, target))()
+
+
+def write_assets(config: Mapping[str, Any], cfg: VLMConfig, workdir: str | Path) -> None:
+    """The tokenizer, processor and chat template files, so that the workdir reads as a project
+    checkpoint: copied from ``init_checkpoint``, or for a model trained from scratch, a LLaVA
+    processor made from the data's tokenizer folder."""
+    from basque_vlm.hf import importer
+
+    if config.get("init_checkpoint"):
+        importer.copy_assets(config["init_checkpoint"], workdir)
+        return
+    from transformers import AutoImageProcessor, AutoTokenizer, LlavaProcessor
+
+    folder = str(mixture.resolve(config["data"], config["data"]["tokenizer"]))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    LlavaProcessor(
+        image_processor=AutoImageProcessor.from_pretrained(folder, backend="pil"),
+        tokenizer=tokenizer, patch_size=cfg.vision.patch_size,
+        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+        image_token=IMAGE_PLACEHOLDER, num_additional_image_tokens=int(cfg.vision.has_class_token),
+        chat_template=tokenizer.chat_template).save_pretrained(workdir)
+
+
+def _plain(value: Any) -> Any:
+    """A ConfigDict (or dict) as plain dicts."""
+    return value.to_dict() if hasattr(value, "to_dict") else dict(value)

@@ -13,12 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-import jax
 from absl import app, flags, logging
 from PIL import Image, UnidentifiedImageError
 
 from basque_vlm import checkpoint
-from basque_vlm.infer import decode
+from basque_vlm.infer.assistant import complete
 from basque_vlm.infer.prompts import chat_inputs
 
 flags.DEFINE_string("checkpoint", None, "project checkpoint folder (see `convert`)", required=True)
@@ -61,13 +60,9 @@ def run(checkpoint_dir: str, prompt: str, image_path: str | None, max_new_tokens
         raise InputError(f"cannot load the tokenizer/processor of {checkpoint_dir}: {e}") from None
     inputs = chat_inputs(processor, [prompt], None if image is None else [image])
     # One prompt: the scanned decoder compiles several times faster than the unrolled one.
-    cfg, model = checkpoint.load_model(checkpoint_dir, scan_layers=True)
-    tokens = decode.generate(model, inputs["input_ids"], inputs["attention_mask"],
-                             inputs.get("pixel_values"), max_new_tokens=max_new_tokens,
-                             temperature=temperature, top_p=top_p, rng=jax.random.key(seed))
-    ids = decode.trim(tokens, cfg.eos_token_ids)[0]
-    tokenizer = getattr(processor, "tokenizer", processor)
-    return {"text": tokenizer.decode(ids, skip_special_tokens=True), "token_ids": ids}
+    _, model = checkpoint.load_model(checkpoint_dir, scan_layers=True)
+    return complete(model, processor, inputs, max_new_tokens=max_new_tokens,
+                    temperature=temperature, top_p=top_p, seed=seed)
 
 
 def main(argv: list[str]) -> None:

@@ -1,4 +1,6 @@
-"""Decode throughput: our jitted generation vs transformers' ``generate``, SmolLM2-135M float32.
+"""Decode throughput: our jitted generation vs transformers' ``generate``: SmolLM2-135M float32
+(``--preset=smollm2``, the default), or a benchmark preset with random weights in ``--dtype`` (e.g.
+``--preset=1b --dtype=bfloat16`` on a GPU; text-only random prompts).
 
 Both decode exactly ``--new_tokens`` greedy tokens (end-of-turn stopping off) from the same
 left-padded chat prompts at batch 1 and 8. Repetitions are interleaved so that drift of the machine
@@ -8,6 +10,7 @@ fastest call) is reported apart. The same run measures the memory read bandwidth
 batch-1 decoding: every step reads all the weights. The last stdout line is JSON.
 
     python benchmarks/decode_throughput.py [--reps=5] [--new_tokens=64] [--scan_layers]
+    python benchmarks/decode_throughput.py --preset=1b --dtype=bfloat16 --scan_layers
 """
 
 from __future__ import annotations
@@ -16,22 +19,22 @@ import json
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
-import psutil
 import torch
 from absl import app, flags, logging
 from flax import nnx
+import presets
+import reference
+from timing import BUSY_WARN, read_bandwidth, timed_call
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from basque_vlm import checkpoint
 from basque_vlm.infer import decode
 from basque_vlm.infer.prompts import chat_inputs
+from basque_vlm.model.vlm import VLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import checkpoints  # noqa: E402
@@ -40,8 +43,10 @@ import smollm2  # noqa: E402
 flags.DEFINE_integer("reps", 5, "timed repetitions of each case")
 flags.DEFINE_integer("new_tokens", 64, "tokens generated per row")
 flags.DEFINE_bool("scan_layers", False, "decode with lax.scan over layers (default: unrolled)")
-flags.DEFINE_float("busy_warn", 0.10, "warn when other processes used more than this CPU share")
-flags.DEFINE_float("quiet_wait_s", 30, "before each timed call, wait up to this long for quiet")
+flags.DEFINE_string("preset", "smollm2", "smollm2 (real weights), or a benchmarks/presets.py "
+                    "model with random weights (e.g. 1b on a GPU)")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "weights and compute of a preset")
+flags.DEFINE_integer("prompt_length", 128, "prompt tokens per row of a preset")
 FLAGS = flags.FLAGS
 
 PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.", "Hi!",
@@ -52,31 +57,32 @@ BATCHES = (1, 8)
 THREADS = 2
 
 
-def wait_quiet() -> None:
-    """Waits (we are idle meanwhile) until the machine is less busy than ``--busy_warn``."""
-    deadline = time.monotonic() + FLAGS.quiet_wait_s
-    while (psutil.cpu_percent(interval=0.5) / 100 > FLAGS.busy_warn
-           and time.monotonic() < deadline):
-        pass
+def smollm2_models(device: str) -> tuple[VLM, torch.nn.Module, dict[int, dict]]:
+    """SmolLM2-135M-Instruct (float32) and chat prompts."""
+    llm_dir = smollm2.hf_folder()
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = checkpoints.assembled(llm_dir, Path(tmp) / "ckpt")
+        _, ours = checkpoint.load_model(ckpt, scan_layers=FLAGS.scan_layers)
+    theirs = LlamaForCausalLM.from_pretrained(llm_dir, dtype=torch.float32).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    return ours, theirs, {b: chat_inputs(tokenizer, PROMPTS[:b]) for b in BATCHES}
 
 
-def timed_call(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    """``fn()``, the seconds it took, and the CPU share other processes used meanwhile."""
-    wait_quiet()
-    own, machine = psutil.Process().cpu_times(), psutil.cpu_times()
-    start = time.perf_counter()
-    result = fn()
-    wall = time.perf_counter() - start
-    own_after, machine_after = psutil.Process().cpu_times(), psutil.cpu_times()
-    busy = sum(machine_after[:3]) - sum(machine[:3])  # user + nice + system
-    mine = own_after.user + own_after.system - own.user - own.system
-    return result, wall, max(0.0, (busy - mine) / (wall * psutil.cpu_count()))
-
-
-def read_bandwidth(gigabytes: float = 1.0, reps: int = 3) -> float:
-    """Bytes per second of a numpy sum over a ``gigabytes`` float32 array (best of ``reps``)."""
-    a = np.ones(int(gigabytes * 2**30) // 4, np.float32)
-    return a.nbytes / min(timed_call(a.sum)[1] for _ in range(reps))
+def preset_models(name: str, device: str) -> tuple[VLM, torch.nn.Module, dict[int, dict]]:
+    """A random model of a benchmark preset, its weights in ``--dtype``, and random prompts of
+    ``--prompt_length`` tokens (text only: decoding reads the language model)."""
+    cfg = presets.config(presets.get(name), dtype=FLAGS.dtype, scan_layers=FLAGS.scan_layers)
+    model = VLM(cfg, nnx.Rngs(0))
+    params = nnx.state(model).to_pure_dict()
+    theirs = reference.llava(cfg, jax.device_get(params), device, getattr(torch, FLAGS.dtype))
+    graphdef, state = nnx.split(model)
+    ours = nnx.merge(graphdef, jax.tree.map(lambda a: a.astype(FLAGS.dtype), state))
+    rng = np.random.default_rng(0)
+    cases = {b: {"input_ids": rng.integers(8, cfg.text.vocab_size, (b, FLAGS.prompt_length),
+                                           dtype=np.int64),
+                 "attention_mask": np.ones((b, FLAGS.prompt_length), np.int64)}
+             for b in BATCHES}
+    return ours, theirs.eval(), cases
 
 
 def main(argv: list[str]) -> None:
@@ -84,15 +90,13 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     torch.set_num_threads(THREADS)
     new_tokens = FLAGS.new_tokens
-    bandwidth = read_bandwidth()
-
-    llm_dir = smollm2.hf_folder()
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = checkpoints.assembled(llm_dir, Path(tmp) / "ckpt")
-        _, ours = checkpoint.load_model(ckpt, scan_layers=FLAGS.scan_layers)
-    theirs = LlamaForCausalLM.from_pretrained(llm_dir, dtype=torch.float32).eval()
+    backend = jax.default_backend()
+    device = "cuda" if backend == "gpu" and torch.cuda.is_available() else "cpu"
+    bandwidth = read_bandwidth(on_device=backend != "cpu")
+    ours, theirs, cases = (smollm2_models(device) if FLAGS.preset == "smollm2"
+                           else preset_models(FLAGS.preset, device))
     theirs.generation_config.eos_token_id = None  # exactly new_tokens, as ours with eos_ids=()
-    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    pad_id = ours.cfg.pad_token_id or 0
     llm_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(ours.language_model)))
 
     def run_ours(inputs):
@@ -101,14 +105,14 @@ def main(argv: list[str]) -> None:
 
     def run_theirs(inputs):
         with torch.no_grad():
-            out = theirs.generate(input_ids=torch.from_numpy(inputs["input_ids"]),
-                                  attention_mask=torch.from_numpy(inputs["attention_mask"]),
+            out = theirs.generate(input_ids=torch.from_numpy(inputs["input_ids"]).to(device),
+                                  attention_mask=torch.from_numpy(
+                                      inputs["attention_mask"]).to(device),
                                   do_sample=False, max_new_tokens=new_tokens,
-                                  pad_token_id=tokenizer.pad_token_id)
-        return out[:, inputs["input_ids"].shape[1]:].numpy()
+                                  pad_token_id=pad_id)
+        return out[:, inputs["input_ids"].shape[1]:].cpu().numpy()
 
     runners = {"ours": run_ours, "transformers": run_theirs}
-    cases = {b: chat_inputs(tokenizer, PROMPTS[:b]) for b in BATCHES}
     first_call, same_tokens = {}, {}
     for b, inputs in cases.items():  # warm-up: compiles ours, and checks the tokens agree
         outs = {}
@@ -124,7 +128,7 @@ def main(argv: list[str]) -> None:
                 _, seconds, busy = timed_call(lambda: run(inputs))
                 times[name, b].append(seconds)
                 busyness.append(busy)
-                if busy > FLAGS.busy_warn:
+                if busy > BUSY_WARN:
                     print(f"warning: rep {rep} {name} batch {b}: other processes used {busy:.0%} "
                           "of the CPUs; its timing is unreliable", file=sys.stderr)
 
@@ -133,10 +137,11 @@ def main(argv: list[str]) -> None:
     def compile_s(name, b):
         return first_call[name, b] - min(times[name, b]) if name == "ours" else 0.0
 
-    result = {"bandwidth_gb_s": bandwidth / 1e9, "llm_weight_mb": llm_bytes / 1e6,
+    result = {"preset": FLAGS.preset, "dtype": FLAGS.dtype, "device": jax.devices()[0].device_kind,
+              "bandwidth_gb_s": bandwidth / 1e9, "llm_weight_mb": llm_bytes / 1e6,
               "bound_b1_tokens_s": bandwidth / llm_bytes, "scan_layers": FLAGS.scan_layers,
               "max_other_cpu_share": max(busyness)}
-    print(f"memory read bandwidth {bandwidth / 1e9:.1f} GB/s (numpy sum, 1 GB); LLM weights "
+    print(f"memory read bandwidth {bandwidth / 1e9:.1f} GB/s (a sum over 1 GB); LLM weights "
           f"{llm_bytes / 1e6:.0f} MB -> batch-1 bound {bandwidth / llm_bytes:.1f} tokens/s")
     print(f"{'batch':>5} {'impl':>12} {'tokens/s':>9} {'median s':>9} {'min s':>7} "
           f"{'compile s':>9} {'same tokens':>11}")

@@ -46,3 +46,30 @@ def chat_inputs(processor: Any, prompts: Sequence[str],
     if images is not None:
         inputs["pixel_values"] = np.concatenate(pixels)
     return inputs
+
+
+def conversation_inputs(processor: Any, messages: Sequence[dict],
+                        images: Sequence[Any] = ()) -> dict[str, np.ndarray]:
+    """One multi-turn conversation with the generation prompt added, as a batch of one.
+
+    ``messages`` are chat-template messages (``{"role", "content"}``; content a string, or a list
+    of ``{"type": "text", "text": ...}`` and ``{"type": "image"}`` items); ``images`` are the PIL
+    images of the image items, in order, and need a processor (each placeholder is expanded to
+    the image's feature count). Returns ``input_ids``, ``attention_mask`` (and ``pixel_values``).
+    """
+    items = sum(1 for m in messages if not isinstance(m["content"], str)
+                for c in m["content"] if c.get("type") == "image")
+    if items != len(images):
+        raise ValueError(f"the messages have {items} image items but {len(images)} images")
+    if images:
+        out = processor.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True, return_dict=True,
+            return_tensors="np", processor_kwargs={"images": list(images)})
+        ids = np.asarray(out["input_ids"], np.int64)
+        return {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                "pixel_values": out["pixel_values"]}
+    tokenizer = getattr(processor, "tokenizer", processor)
+    row = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
+                                        tokenize=True, return_dict=True)["input_ids"]
+    ids = np.asarray([row], np.int64)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}

@@ -39,8 +39,8 @@ if [ "$small" = 1 ]; then
   train=(--presets=demo --reps=1 --steps=1)
   decode=(--preset=demo --reps=1 --new_tokens=8 --prompt_length=16)
 else
-  train=(--presets=1b --reps=3 --steps=3 --scan_layers)
-  decode=(--preset=1b --reps=3 --new_tokens=128 --prompt_length=128 --scan_layers)
+  train=(--presets=1b --reps=3 --steps=3)
+  decode=(--preset=1b --reps=3 --new_tokens=128 --prompt_length=128)
 fi
 "$PYTHON" benchmarks/train_throughput.py "${train[@]}" --dtype=bfloat16 \
   --json="$out/gpu_train.json"

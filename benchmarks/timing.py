@@ -3,6 +3,7 @@ machine was meanwhile, and this machine's own limits (matmul peak, memory read b
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,8 @@ import numpy as np
 import psutil
 
 BUSY_WARN = 0.10      # other processes' CPU share above which a timing is flagged
-QUIET_WAIT_S = 30.0   # before each timed call, wait up to this long for the machine to be quiet
+# Before each timed call, wait up to this long for the machine to be quiet (run.py --quick: 0).
+QUIET_WAIT_S = float(os.environ.get("BENCHMARK_QUIET_WAIT_S", 30))
 
 
 def wait_quiet(busy_warn: float = BUSY_WARN, wait_s: float = QUIET_WAIT_S) -> None:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow demo bench clean
+.PHONY: setup test test-slow demo bench bench-full clean
 
 setup: $(STAMP)
 
@@ -37,10 +37,12 @@ demo: setup
 	@echo "  $(BIN)/python -m basque_vlm.generate --checkpoint=$(DEMO_WORKDIR) \\"
 	@echo "    --image=$(DEMO_IMAGE) --prompt='Zenbat zirkulu daude irudian?'"
 
+# A smoke run of every benchmark (a few minutes); bench-full writes benchmarks/results/cpu.json.
 bench: setup
-	$(BIN)/python benchmarks/convert_memory.py
-	$(BIN)/python benchmarks/decode_throughput.py
-	$(BIN)/python benchmarks/data_pipeline.py
+	$(BIN)/python benchmarks/run.py --quick
+
+bench-full: setup
+	$(BIN)/python benchmarks/run.py --json=benchmarks/results/cpu.json
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -13,12 +13,15 @@ files, but its parameters are split so that frozen parts are written once, not a
                                       ...)
 
 Every reader here accepts either: a workdir means its latest step, merged with ``frozen/`` (a step
-that fails to load falls back to the one before, with a warning).
+that fails to load falls back to the one before, with a warning). Either may be remote
+(``gs://...``: `basque_vlm.paths`); `local_assets` gives the tokenizer and processor files as a
+local folder for ``from_pretrained``.
 """
 
 from __future__ import annotations
 
 import json
+import pathlib
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
+from basque_vlm import paths
 from basque_vlm.model.vlm import VLM, VLMConfig
 
 FORMAT = "basque_vlm"
@@ -53,11 +57,11 @@ def _save_handler() -> ocp.PyTreeCheckpointHandler:
     return ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_compression=False)
 
 
-def save(out: str | Path, cfg: VLMConfig, params: dict[str, Any]) -> Path:
+def save(out: str | Path, cfg: VLMConfig, params: dict[str, Any]) -> epath.Path:
     """Writes ``config.json`` and ``params/`` (tokenizer files are the caller's to add).
 
     Peak memory stays at the parameters themselves: nothing is copied on the way to disk."""
-    out = Path(out).absolute()
+    out = paths.path(out)
     if (out / PARAMS_DIR).exists():
         raise FileExistsError(f"{out / PARAMS_DIR} already exists; choose an empty --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +73,7 @@ def save(out: str | Path, cfg: VLMConfig, params: dict[str, Any]) -> Path:
 
 def write_config(out: str | Path, cfg: VLMConfig, **extra: Any) -> None:
     """``out/config.json``; ``extra`` keys are stored beside ``model``."""
-    (Path(out) / CONFIG_FILE).write_text(json.dumps(
+    (paths.path(out) / CONFIG_FILE).write_text(json.dumps(
         {"format": FORMAT, "version": 1, "model": cfg.to_dict(), **extra}, indent=2) + "\n")
 
 
@@ -78,7 +82,7 @@ def load_config(ckpt: str | Path, **overrides: Any) -> VLMConfig:
 
 
 def _read_meta(ckpt: str | Path) -> dict[str, Any]:
-    path = Path(ckpt) / CONFIG_FILE
+    path = paths.path(ckpt) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointNotFound(f"{ckpt}: not a basque_vlm checkpoint (no {CONFIG_FILE})")
     meta = json.loads(path.read_text())
@@ -95,7 +99,7 @@ def abstract_model(cfg: VLMConfig) -> VLM:
 def load_params(ckpt: str | Path, target: Any | None = None) -> dict[str, Any]:
     """The parameter tree of a checkpoint or a workdir (its latest step); ``target``
     (ShapeDtypeStructs with shardings, keyed by part) places it on devices."""
-    ckpt = Path(ckpt).absolute()
+    ckpt = paths.path(ckpt)
     meta = _read_meta(ckpt).get("workdir")
     if meta is None:
         return _restore(ckpt / PARAMS_DIR, target)
@@ -116,7 +120,7 @@ def load_params(ckpt: str | Path, target: Any | None = None) -> dict[str, Any]:
 
 def workdir_steps(workdir: str | Path) -> list[int]:
     """The finalized checkpoint steps of a training workdir, newest first."""
-    folder = Path(workdir) / CHECKPOINTS_DIR
+    folder = paths.path(workdir) / CHECKPOINTS_DIR
     return sorted(ocp.utils.checkpoint_steps(folder), reverse=True) if folder.is_dir() else []
 
 
@@ -124,7 +128,7 @@ def _parts(target: Any | None, parts: list[str]) -> Any | None:
     return None if target is None else {p: target[p] for p in parts}
 
 
-def _restore(path: Path, target: Any | None) -> dict[str, Any]:
+def _restore(path: epath.Path, target: Any | None) -> dict[str, Any]:
     """Placed as ``target``, or without one as host (numpy) arrays: a tree saved from sharded
     arrays (training) does not restore onto other devices without a target."""
     if target is not None:
@@ -134,6 +138,12 @@ def _restore(path: Path, target: Any | None) -> dict[str, Any]:
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), leaves)
     with ocp.PyTreeCheckpointer() as ckptr:
         return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+
+
+def local_assets(ckpt: str | Path) -> pathlib.Path:
+    """A local folder with the checkpoint's ``config.json``, tokenizer and processor files: the
+    checkpoint itself when it is local, else a copy (``from_pretrained`` reads local folders)."""
+    return paths.local_copy(ckpt)
 
 
 def load_model(ckpt: str | Path, param_dtype: str | None = None, **overrides: Any

@@ -20,14 +20,16 @@ from pathlib import Path
 import jax
 from absl import app, flags
 
-from basque_vlm import cli, distributed
+from basque_vlm import cli, distributed, paths
 from basque_vlm.eval import judge, report, runner, suite, tasks
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / ".cache" / "demo_data"  # configs/demo.py's
 
-flags.DEFINE_string("checkpoint", None, "Project checkpoint or training workdir (latest step).")
+flags.DEFINE_string("checkpoint", None, "Project checkpoint or training workdir (latest step); "
+                    "local or gs://.")
 flags.DEFINE_string("tasks", None, f"Comma-separated tasks: {', '.join(tasks.TASKS)}.")
-flags.DEFINE_string("out", None, "Results JSON; predictions and table are written beside it.")
+flags.DEFINE_string("out", None, "Results JSON; predictions and table are written beside it "
+                    "(local or gs://).")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N samples of each task.",
                      lower_bound=1)
 flags.DEFINE_integer("batch_size", 16, "Prompts answered together (per process).",
@@ -78,7 +80,7 @@ def _evaluate() -> None:
     chosen_tasks = tasks.get(FLAGS.tasks)
     distributed.init()
     cli.quiet_libraries()
-    out = Path(FLAGS.out)
+    out = paths.path(FLAGS.out)  # local, or gs://...
     sources = tasks.Sources(Path(FLAGS.data_dir), Path(FLAGS.demo_data))
     # Every task's data is read (and checked) before the model loads.
     loaded = {t.name: runner.load_samples(t, sources, FLAGS.limit) for t in chosen_tasks}

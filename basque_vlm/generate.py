@@ -20,7 +20,8 @@ from basque_vlm import checkpoint
 from basque_vlm.infer.assistant import complete
 from basque_vlm.infer.prompts import chat_inputs
 
-flags.DEFINE_string("checkpoint", None, "project checkpoint folder (see `convert`)", required=True)
+flags.DEFINE_string("checkpoint", None, "project checkpoint folder (see `convert`) or training "
+                    "workdir (its latest step); local or gs://", required=True)
 flags.DEFINE_string("prompt", None, "the user message", required=True)
 flags.DEFINE_string("image", None, "an image file the prompt is about")
 flags.DEFINE_integer("max_new_tokens", 64, "most tokens to generate", lower_bound=1)
@@ -55,7 +56,7 @@ def run(checkpoint_dir: str, prompt: str, image_path: str | None, max_new_tokens
     from transformers import AutoProcessor  # slow to import: only once the input is known good
 
     try:
-        processor = AutoProcessor.from_pretrained(checkpoint_dir)
+        processor = AutoProcessor.from_pretrained(str(checkpoint.local_assets(checkpoint_dir)))
     except OSError as e:
         raise InputError(f"cannot load the tokenizer/processor of {checkpoint_dir}: {e}") from None
     inputs = chat_inputs(processor, [prompt], None if image is None else [image])

@@ -16,17 +16,16 @@ each other by themselves: ``jax.distributed.initialize()`` is called with no arg
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from basque_vlm import cli, distributed
+from basque_vlm import cli, distributed, paths
 
 config_flags.DEFINE_config_file("config", None, "Experiment config (e.g. configs/demo.py; the "
                                 "8B configs take the stage: configs/llama31_8b.py:instruct).")
-flags.DEFINE_string("workdir", None, "Checkpoints, metrics.jsonl; resumed when it has any.")
+flags.DEFINE_string("workdir", None, "Checkpoints, metrics.jsonl, tensorboard/; resumed when it "
+                    "has any. A local folder or a gs:// URL.")
 FLAGS = flags.FLAGS
 
 
@@ -40,7 +39,7 @@ def _train() -> None:
     result = loop.train(FLAGS.config, FLAGS.workdir)
     if jax.process_index() == 0:
         loss = "" if result.last is None else f": loss {result.last['loss']:.4f}"
-        print(f"step {result.step}{loss}; the workdir {Path(FLAGS.workdir).absolute()} reads as "
+        print(f"step {result.step}{loss}; the workdir {paths.path(FLAGS.workdir)} reads as "
               "a checkpoint (its latest step) for generate, evaluate and export", flush=True)
 
 

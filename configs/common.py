@@ -31,6 +31,21 @@ def train(*, num_steps: int, log_every: int = 10, checkpoint_every: int = 500,
         peak_flops_per_device=placeholder(float)))
 
 
+def evaluation(*, tasks: str = "", every: int | None = None, limit: int | None = 200,
+               batch_size: int = 16) -> ml_collections.ConfigDict:
+    """Evaluation during training (`basque_vlm.training.evaluation`): the comma-separated
+    ``tasks`` (`basque_vlm.eval.tasks`; empty: none) every ``every`` steps (None: every
+    ``train.checkpoint_every``; 0: only at the end) and at the end, on the first ``limit``
+    samples of each, ``batch_size`` prompts at a time per process; scores to metrics.jsonl and
+    TensorBoard (``eval/<task>``). ``data_dir`` as ``evaluate --data_dir``; ``param_dtype``
+    casts the evaluated copy of the weights."""
+    return ml_collections.ConfigDict(dict(
+        tasks=tasks, every=every if every is not None else placeholder(int),
+        limit=limit if limit is not None else placeholder(int),
+        batch_size=batch_size, data_dir=placeholder(str), demo_data=placeholder(str),
+        prompt_lang="auto", max_new_tokens=placeholder(int), param_dtype=placeholder(str)))
+
+
 def mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
     """``data × fsdp × tensor`` devices; −1 fills with the remaining ones."""
     return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor))
@@ -68,7 +83,7 @@ def paper(stage: str, name: str, converted: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.stage = stage
     config.init_checkpoint = converted if align else f"{PAPER_ROOT}/workdirs/{name}_align"
-    config.compute = dict(dtype="bfloat16", scan_layers=True, remat="full")
+    config.compute = dict(dtype="bfloat16", scan_layers=True, remat="full", attention="auto")
 
     batch = 256 if align else 128
     if align:
@@ -107,4 +122,6 @@ def paper(stage: str, name: str, converted: str) -> ml_collections.ConfigDict:
     config.train = train(num_steps=-(-samples // batch), log_every=10,
                          checkpoint_every=250 if align else 500)
     config.mesh = mesh(data=1, fsdp=-1, tensor=1)
+    # None by default; e.g. --config.eval.tasks=vqav2_eu,vqav2_en --config.eval.data_dir=...
+    config.eval = evaluation()
     return config

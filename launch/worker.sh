@@ -12,7 +12,7 @@
 #   bash launch/worker.sh logs --run_name=R [--lines=N] [--follow] [--prefix]
 #
 # setup: Python 3.11 (apt, if missing), the venv .venv with the pinned requirements
-#   (requirements/lock.txt as constraints, requirements/runtime.txt, jax[tpu] at the locked jax
+#   (requirements/lock.txt as constraints, requirements/runtime.txt and cloud.txt, jax[tpu] at the locked jax
 #   version, which pins libtpu), the project installed editable; then the data: each --data
 #   gs:// prefix is copied to DIR (default /data/basque_vlm, the configs' PAPER_ROOT) with
 #   `gcloud storage rsync` (copy), or mounted there read-only with gcsfuse (gcsfuse).
@@ -123,7 +123,7 @@ cmd_setup() {
   [[ -n $jax_version ]] || die "requirements/lock.txt pins no jax version"
   echo "installing the pinned requirements and jax[tpu]==$jax_version into $ROOT/.venv"
   .venv/bin/python -m pip install -q -c requirements/lock.txt -r requirements/runtime.txt \
-    "jax[tpu]==$jax_version"
+    -r requirements/cloud.txt "jax[tpu]==$jax_version"
   .venv/bin/python -m pip install -q --no-deps -e .
   local -a specs
   mapfile -t specs < <(list_opts data)

@@ -24,6 +24,7 @@ TINY = {
     "model.vision.num_heads": 2,
     "data.global_batch_size": 8, "data.num_threads": 1, "data.prefetch": 1,
     "train.log_every": 1,
+    "eval.tasks": "",  # no scheduled evaluation (tests/test_train_eval.py turns it on)
 }
 
 
@@ -58,8 +59,10 @@ def train_cli(workdir: Path, flags: list[str], devices: int = 8, extra_env: Mapp
 
 
 def losses(workdir: Path) -> dict[int, float]:
-    """``metrics.jsonl``'s loss by step; a step logged twice fails."""
-    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    """``metrics.jsonl``'s loss by step (training records; not the evaluations'); a step logged
+    twice fails."""
+    records = [r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+               if "loss" in r]
     steps = [r["step"] for r in records]
     assert len(steps) == len(set(steps)), f"a step was logged twice: {steps}"
     return {r["step"]: r["loss"] for r in records}

@@ -29,6 +29,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from basque_vlm import paths
 from basque_vlm.data.conversation import Conversation
 from basque_vlm.data.sources import ConversationSource, SourceInfo, source_info
 
@@ -199,6 +200,10 @@ def _source_infos(data: Mapping[str, Any]) -> list[tuple[SourceInfo, str]]:
 
 
 def resolve(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """``path`` relative to ``data.root`` when it is relative and a root is set."""
+    """``path`` relative to ``data.root`` when it is relative and a root is set. A URL
+    (``gs://...``) is returned as it is, as an ``etils.epath.Path``: the tokenizer folder may be
+    a remote checkpoint or workdir (`basque_vlm.paths`); the datasets themselves are local."""
+    if paths.scheme(path):
+        return paths.path(path)
     root = data.get("root")
     return Path(root, path) if root and not Path(path).is_absolute() else Path(path)

@@ -33,6 +33,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from basque_vlm import paths
 from basque_vlm.data import mixture, synthetic
 from basque_vlm.data.chat import ChatRenderer, Example, collate
 from basque_vlm.data.conversation import IMAGE_PLACEHOLDER
@@ -230,7 +231,8 @@ def batch_spec(data: Mapping[str, Any], process_index: int = 0, process_count: i
     max_length = int(data["max_length"])
     buckets = tuple(sorted({int(b) for b in data.get("length_buckets") or ()
                             if int(b) < max_length} | {max_length}))
-    tokenizer_dir = mixture.resolve(data, data["tokenizer"])
+    # A local folder (from_pretrained reads no gs://): a remote one is copied to a temporary one.
+    tokenizer_dir = paths.local_copy(mixture.resolve(data, data["tokenizer"]))
     image_spec = ImageSpec.from_folder(tokenizer_dir, data.get("pad_to_square"))
     size = image_spec.crop or image_spec.resize_to
     if size is None:

@@ -176,22 +176,26 @@ def export_annotation(path: Path, ids: Sequence[str], questions: Sequence[str],
     """
     rng = random.Random(seed)
     image_dir = path.with_name(path.stem + "_images")
-    with open(path, "w", newline="", encoding="utf-8") as f, open(
-            path.with_name(path.stem + "_key.csv"), "w", newline="", encoding="utf-8") as k:
-        rows, key = csv.writer(f), csv.writer(k)
-        rows.writerow(ANNOTATION_COLUMNS)
-        key.writerow(("item", "id", "model_is"))
-        for item, (sample_id, question, image, m, r) in enumerate(
-                zip(ids, questions, images, model, reference), start=1):
-            image_name = ""
-            if image is not None:
-                image_dir.mkdir(exist_ok=True)
-                image_name = f"{image_dir.name}/{item:05d}.png"
-                image().convert("RGB").save(path.parent / image_name)
-            model_is = rng.choice("AB")
-            a, b = (m, r) if model_is == "A" else (r, m)
-            rows.writerow((item, question, image_name, a, b, ""))
-            key.writerow((item, sample_id, model_is))
+    # Written through the path's own methods: ``path`` may be remote (an ``epath.Path``).
+    f, k = io.StringIO(newline=""), io.StringIO(newline="")
+    rows, key = csv.writer(f), csv.writer(k)
+    rows.writerow(ANNOTATION_COLUMNS)
+    key.writerow(("item", "id", "model_is"))
+    for item, (sample_id, question, image, m, r) in enumerate(
+            zip(ids, questions, images, model, reference), start=1):
+        image_name = ""
+        if image is not None:
+            image_dir.mkdir(exist_ok=True)
+            image_name = f"{image_dir.name}/{item:05d}.png"
+            png = io.BytesIO()
+            image().convert("RGB").save(png, format="PNG")
+            (path.parent / image_name).write_bytes(png.getvalue())
+        model_is = rng.choice("AB")
+        a, b = (m, r) if model_is == "A" else (r, m)
+        rows.writerow((item, question, image_name, a, b, ""))
+        key.writerow((item, sample_id, model_is))
+    path.write_bytes(f.getvalue().encode("utf-8"))
+    path.with_name(path.stem + "_key.csv").write_bytes(k.getvalue().encode("utf-8"))
 
 
 def score_annotation(path: Path) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """What an evaluation writes: the results JSON, the per-sample predictions JSONL, and a Markdown
-table with Basque and English side by side."""
+table with Basque and English side by side (``pathlib`` or ``etils.epath`` paths: local or
+``gs://``)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def write_results(out: Path, results: Mapping[str, Mapping[str, Any]]) -> None:
 
 
 def write_predictions(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    with path.open("w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps({k: v for k, v in record.items() if k != "index"},
                                ensure_ascii=False) + "\n")

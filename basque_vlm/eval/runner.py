@@ -30,23 +30,33 @@ from basque_vlm.infer.prompts import chat_inputs
 
 
 class Generator:
-    """Greedy answers of a checkpoint (or a training workdir: its latest step)."""
+    """Greedy answers of a checkpoint (or a training workdir: its latest step; either may be on
+    ``gs://``), or of a model in memory (`from_model`: the trainer's scheduled evaluation)."""
 
     def __init__(self, ckpt: str | Path, batch_size: int, param_dtype: str | None = None,
                  **overrides: Any):
         """``param_dtype`` casts the weights; ``overrides`` change how the model computes
         (``dtype``, ``scan_layers``)."""
-        from transformers import AutoProcessor  # slow to import
-
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         checkpoint.load_config(ckpt)  # a clear error before the slow loads
-        try:
-            self.processor = AutoProcessor.from_pretrained(str(ckpt))
-        except OSError as e:
-            raise ValueError(f"cannot load the tokenizer/processor of {ckpt}: {e}") from None
-        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        self.cfg, self.model = checkpoint.load_model(ckpt, param_dtype, **overrides)
+        processor = load_processor(ckpt)
+        cfg, model = checkpoint.load_model(ckpt, param_dtype, **overrides)
+        self._set(cfg, model, processor, batch_size)
+
+    @classmethod
+    def from_model(cls, cfg: Any, model: Any, processor: Any, batch_size: int) -> Generator:
+        """Answers of ``model`` (a ``VLM`` of config ``cfg``), prompted with ``processor``."""
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        generator = cls.__new__(cls)
+        generator._set(cfg, model, processor, batch_size)
+        return generator
+
+    def _set(self, cfg: Any, model: Any, processor: Any, batch_size: int) -> None:
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.cfg, self.model = cfg, model
         self.batch_size = batch_size
 
     def __call__(self, prompts: Sequence[str], images: Sequence[Callable[[], Image.Image] | None],
@@ -86,6 +96,16 @@ class Generator:
                                  inputs.get("pixel_values"), max_new_tokens=max_new_tokens)
         rows = decode.trim(tokens[:len(prompts)], self.cfg.eos_token_ids)
         return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
+
+
+def load_processor(ckpt: str | Path) -> Any:
+    """The checkpoint's ``AutoProcessor`` (from a local copy of its files when it is remote)."""
+    from transformers import AutoProcessor  # slow to import
+
+    try:
+        return AutoProcessor.from_pretrained(str(checkpoint.local_assets(ckpt)))
+    except OSError as e:
+        raise ValueError(f"cannot load the tokenizer/processor of {ckpt}: {e}") from None
 
 
 class Progress:

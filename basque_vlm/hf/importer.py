@@ -7,7 +7,6 @@ CLIP/SigLIP folder assembled into a new VLM with a freshly initialised connector
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from basque_vlm import paths
 from basque_vlm.hf import mapping
 from basque_vlm.hf.reader import (CheckpointError, Part, SafetensorsFolder, check_part,
                                   read_json, read_part)
@@ -28,8 +28,7 @@ IMAGE_TOKEN = "<image>"
 VOCAB_MULTIPLE = 64  # a grown vocabulary is padded so that it still shards evenly
 VOCAB_TABLES = (("embed_tokens",), ("lm_head", "kernel"))
 INIT_STD = 0.02  # layers.Linear's
-ASSET_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template*",
-                  "processor_config.json", "preprocessor_config.json", "generation_config.json")
+ASSET_PATTERNS = paths.ASSET_PATTERNS
 
 # Lets a text-only chat template render LLaVA's list contents: each image item becomes the image
 # placeholder and a newline (LLaVA's "<image>\n{question}"), text items their text.
@@ -303,11 +302,9 @@ def _grow_vocab(llm: dict[tuple[str, ...], np.ndarray], vocab: int) -> None:
 
 
 def copy_assets(src: str | Path, dst: str | Path) -> None:
-    """Copies tokenizer, processor, chat template and generation config files as they are."""
-    for pattern in ASSET_PATTERNS:
-        for path in Path(src).glob(pattern):
-            if path.is_file():
-                shutil.copy2(path, Path(dst) / path.name)
+    """Copies tokenizer, processor, chat template and generation config files as they are;
+    ``src`` and ``dst`` may be remote (``gs://...``)."""
+    paths.copy_files(src, dst, ASSET_PATTERNS)
 
 
 def load_processor(folder: str | Path) -> Any:

@@ -113,6 +113,10 @@ REMAT_POLICIES = {
     "dots_saveable": jax.checkpoint_policies.dots_saveable,
     "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    # The decoder's named activations (llama.Attention, attention.self_attention): the backward
+    # pass skips re-running the attention projections and the attention, and recomputes the MLP.
+    "save_qkv_attention": jax.checkpoint_policies.save_only_these_names(
+        "query_proj", "key_proj", "value_proj", "attention_out", "attention_residuals"),
 }
 
 

@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from basque_vlm.model import sharding
-from basque_vlm.model.attention import decoder_mask, dot_product_attention
+from basque_vlm.model.attention import decoder_mask, dot_product_attention, self_attention
 from basque_vlm.model.layers import Linear, RMSNorm, normal, param, run_layers, stack_layers
 
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -41,6 +42,7 @@ class LlamaConfig:
     dtype: str = "float32"
     scan_layers: bool = True
     remat: str = "none"
+    attention: str = "auto"  # basque_vlm.model.attention.IMPLEMENTATIONS
 
     def __hash__(self) -> int:
         # The rope_scaling dict is not hashable; jit hashes the config inside a static GraphDef.
@@ -143,20 +145,26 @@ class Attention(nnx.Module):
         self.o_proj = Linear((h, hd), (d,), ("heads", "head_dim", "embed"), use_bias=bias,
                              rngs=rngs, dtype=dt)
         self.scale = hd ** -0.5
+        self.implementation = cfg.attention
 
     def __call__(self, x, positions, inv_freq, kv_valid, cache, offset):
         """``cache`` is None (keys are ``x`` itself) or ``{"k", "v": [B, S, KVH, D]}`` that gets
         this call's keys at slot ``offset``; returns ``(out, updated cache or None)``."""
-        q = apply_rope(self.q_proj(x), positions, inv_freq)
-        k = apply_rope(self.k_proj(x), positions, inv_freq)
-        v = self.v_proj(x)
-        if cache is not None:
+        # The names let a remat policy (layers.REMAT_POLICIES) keep these activations (and
+        # `self_attention` names its own).
+        q = checkpoint_name(apply_rope(self.q_proj(x), positions, inv_freq), "query_proj")
+        k = checkpoint_name(apply_rope(self.k_proj(x), positions, inv_freq), "key_proj")
+        v = checkpoint_name(self.v_proj(x), "value_proj")
+        if cache is None:
+            out = self_attention(q, k, v, scale=self.scale, causal=True, kv_valid=kv_valid,
+                                 implementation=self.implementation)
+        else:  # decoding into a KV cache: always the XLA reference
             cache = {name: jax.lax.dynamic_update_slice_in_dim(
                 cache[name], new.astype(cache[name].dtype), offset, 1)
                 for name, new in (("k", k), ("v", v))}
-            k, v = cache["k"], cache["v"]
-        mask = decoder_mask(kv_valid, offset + jnp.arange(x.shape[1]))
-        out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, self.scale)
+            mask = decoder_mask(kv_valid, offset + jnp.arange(x.shape[1]))
+            out = dot_product_attention(q, cache["k"].astype(q.dtype),
+                                        cache["v"].astype(q.dtype), mask, self.scale)
         return self.o_proj(out), cache
 
 

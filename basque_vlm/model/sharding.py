@@ -43,6 +43,11 @@ def use_mesh(mesh: Mesh) -> Iterator[Mesh]:
         _active.pop()
 
 
+def active_mesh() -> Mesh | None:
+    """The mesh of the innermost `use_mesh`, or None."""
+    return _active[-1] if _active else None
+
+
 def logical_to_spec(names: Sequence[str | None], mesh: Mesh,
                     rules: dict[str, tuple[str, ...] | None] = LOGICAL_RULES) -> PartitionSpec:
     """PartitionSpec for logical ``names``; mesh axes of size 1 or already used are dropped."""

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from basque_vlm.model.attention import dot_product_attention
+from basque_vlm.model.attention import self_attention
 from basque_vlm.model.layers import LayerNorm, Linear, activation, normal, param, run_layers, stack_layers
 
 VISION_KINDS = ("clip", "siglip")
@@ -34,6 +34,7 @@ class VisionConfig:
     dtype: str = "float32"
     scan_layers: bool = True
     remat: str = "none"
+    attention: str = "auto"  # basque_vlm.model.attention.IMPLEMENTATIONS
 
     @property
     def num_patches(self) -> int:
@@ -103,11 +104,12 @@ class EncoderLayer(nnx.Module):
         self.fc2 = proj((cfg.intermediate_size,), (d,), ("mlp", "embed"))
         self.act = activation(cfg.hidden_act)
         self.scale = hd ** -0.5
+        self.implementation = cfg.attention
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = self.layer_norm1(x)
-        attn = dot_product_attention(self.q_proj(h), self.k_proj(h), self.v_proj(h), None,
-                                     self.scale)
+        attn = self_attention(self.q_proj(h), self.k_proj(h), self.v_proj(h), scale=self.scale,
+                              causal=False, kv_valid=None, implementation=self.implementation)
         x = x + self.out_proj(attn)
         return x + self.fc2(self.act(self.fc1(self.layer_norm2(x))))
 

@@ -12,6 +12,8 @@
 
 Saving is asynchronous (the arrays are copied to host memory before ``save`` returns, so the next
 step may reuse their buffers). Every process takes part; Orbax writes JSON from process 0 only.
+The workdir may be remote (``gs://...``, `basque_vlm.paths`): Orbax and tensorstore write there
+directly.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from basque_vlm import checkpoint as ckpt_format
+from basque_vlm import paths
 from basque_vlm.model.vlm import VLMConfig
 from basque_vlm.training.step import Params, TrainState
 
@@ -35,7 +38,7 @@ class Checkpoints:
     """The step checkpoints of one workdir."""
 
     def __init__(self, workdir: str | Path, *, keep: int, async_save: bool = True):
-        self.workdir = Path(workdir).absolute()
+        self.workdir = paths.path(workdir)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
         self._manager = ocp.CheckpointManager(self.workdir / ckpt_format.CHECKPOINTS_DIR,
@@ -88,7 +91,7 @@ class Checkpoints:
 def start_workdir(workdir: str | Path, cfg: VLMConfig, trainable: list[str],
                   frozen_parts: list[str]) -> None:
     """Writes ``config.json`` (process 0), or checks that it describes the same run."""
-    workdir = Path(workdir)
+    workdir = paths.path(workdir)
     meta = {"trainable": list(trainable), "frozen": list(frozen_parts)}
     path = workdir / ckpt_format.CONFIG_FILE
     if path.is_file() and ckpt_format.workdir_steps(workdir):
@@ -107,11 +110,11 @@ def save_frozen(workdir: str | Path, frozen: Params) -> None:
     """The frozen parts, once (every process takes part)."""
     if frozen:
         with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(Path(workdir).absolute() / ckpt_format.FROZEN_DIR, frozen, force=True)
+            ckptr.save(paths.path(workdir) / ckpt_format.FROZEN_DIR, frozen, force=True)
 
 
 def load_frozen(workdir: str | Path, target: Params) -> Params:
     if not target:
         return {}
     with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(Path(workdir).absolute() / ckpt_format.FROZEN_DIR, target)
+        return ckptr.restore(paths.path(workdir) / ckpt_format.FROZEN_DIR, target)

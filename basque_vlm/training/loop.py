@@ -7,14 +7,16 @@ A run starts from the workdir's latest checkpoint when it has one; otherwise fro
 or, without one, from a model initialised from ``model`` (the demo). It stops after
 ``train.num_steps`` optimizer steps, on SIGTERM (after the current step, with a checkpoint), or
 when the data runs out on any process; a non-finite loss or gradient stops it with
-`guards.NonFiniteError` and nothing saved.
+`guards.NonFiniteError` and nothing saved. Process 0 logs ``metrics.jsonl`` and TensorBoard
+scalars (`metrics`); ``config.eval`` evaluates the parameters in memory on a schedule
+(`evaluation`). The workdir may be local or remote (``gs://...``, `basque_vlm.paths`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,10 +28,11 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from basque_vlm import checkpoint as ckpt_format
+from basque_vlm import paths
 from basque_vlm.data import pipeline
 from basque_vlm.model import sharding
 from basque_vlm.model.vlm import VLMConfig
-from basque_vlm.training import checkpoint, guards, metrics, preemption, setup
+from basque_vlm.training import checkpoint, evaluation, guards, metrics, preemption, setup
 from basque_vlm.training.optim import PARTS, make_optimizer, trainable_parts
 from basque_vlm.training.state import init_train_state, state_shardings
 from basque_vlm.training.step import MODEL_INPUTS, Params, TrainState, make_train_step
@@ -70,47 +73,75 @@ class Layout:
 def train(config: Any, workdir: str | Path, *, data: Data | None = None) -> Result:
     """Runs (or resumes) the experiment ``config`` in ``workdir``. ``data`` replaces the
     configured pipeline (tests)."""
-    workdir = Path(workdir).absolute()
-    stored_cfg, cfg = setup.model_configs(config)
-    learning_rates = dict(config.optim.learning_rates)
-    parts = list(trainable_parts(learning_rates))
-    frozen_parts = [p for p in PARTS if p not in parts]
-    check_stage(config.get("stage"), parts)
-    num_steps = int(config.train.num_steps)
-    microbatches = int(config.train.get("microbatches", 1))
-    global_batch = int(config.data.global_batch_size)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-    guards.check_batch(global_batch, microbatches, mesh, jax.process_count())
-    tx, schedules = make_optimizer(learning_rates, num_steps, **_optim_options(config.optim))
-    graphdef, layout = make_layout(cfg, parts, mesh, tx)
-    check_process_rows(layout.batch, global_batch)
+    workdir = paths.path(workdir)  # local (made absolute) or gs://...: never gs:/ on local disk
+    plan = plan_step(config)
+    layout, num_steps = plan.layout, int(config.train.num_steps)
+    check_process_rows(layout.batch, int(config.data.global_batch_size))
 
     keep = int(config.train.get("keep_checkpoints", 3))
+    evaluator = evaluation.from_config(config, plan.cfg, workdir)  # reads the task data now
     data = data or pipeline.build(config.data, jax.process_index(), jax.process_count())
     # Closing the checkpoints waits for saves in flight, also when a step fails.
     with contextlib.closing(data), \
             contextlib.closing(checkpoint.Checkpoints(workdir, keep=keep)) as ckpts:
-        checkpoint.start_workdir(workdir, stored_cfg, parts, frozen_parts)
+        checkpoint.start_workdir(workdir, plan.stored_cfg, plan.parts, plan.frozen_parts)
         restored = ckpts.restore_latest(layout.state)
         if restored is None:
-            state, frozen = fresh_state(config, cfg, layout, tx, workdir)
+            state, frozen = fresh_state(config, plan.cfg, layout, plan.tx, workdir)
             start = 0
         else:
             state, meta = restored
             frozen = checkpoint.load_frozen(workdir, layout.frozen)
             data.set_state(meta["data"])
             start = int(meta["step"])
-        step_fn = jax.jit(
-            make_train_step(graphdef, tx, microbatches=microbatches,
-                            images_per_row=int(config.data.get("max_images", 1)),
-                            schedules=schedules),
-            in_shardings=(layout.shardings(layout.state), layout.shardings(layout.frozen),
-                          layout.batch),
-            out_shardings=(layout.shardings(layout.state), layout.replicated),
-            donate_argnums=0)
-        runner = _Runner(config, cfg, parts, layout, ckpts, data, workdir, start, num_steps)
-        with sharding.use_mesh(mesh), preemption.Watch() as watch:
-            return runner.run(step_fn, state, frozen, watch)
+        runner = _Runner(config, plan.cfg, plan.parts, layout, ckpts, data, workdir, start,
+                         num_steps, evaluator)
+        with sharding.use_mesh(layout.mesh), preemption.Watch() as watch, \
+                contextlib.closing(runner.writer):
+            return runner.run(plan.step_fn, state, frozen, watch)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+    """Everything a run's step is made of: the models, the trained parts, the optimizer, where
+    everything lives, and the jitted step (trace and run it under ``use_mesh(layout.mesh)``)."""
+
+    stored_cfg: VLMConfig         # as the checkpoint describes the model
+    cfg: VLMConfig                # with the ``compute`` overrides
+    parts: list[str]              # trained
+    frozen_parts: list[str]
+    tx: Any
+    layout: Layout
+    step_fn: Callable[[TrainState, Params, dict[str, jax.Array]], tuple[TrainState, dict]]
+
+
+def plan_step(config: Any, devices: Sequence[jax.Device] | None = None,
+              stored: VLMConfig | None = None) -> StepPlan:
+    """The train step of ``config`` over ``devices`` (default: all), jitted with its shardings.
+
+    ``stored`` describes the model instead of the config's checkpoint (`setup.model_configs`),
+    e.g. to plan without the weights (`basque_vlm.aot`)."""
+    stored_cfg, cfg = setup.model_configs(config, stored)
+    learning_rates = dict(config.optim.learning_rates)
+    parts = list(trainable_parts(learning_rates))
+    check_stage(config.get("stage"), parts)
+    microbatches = int(config.train.get("microbatches", 1))
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
+    guards.check_batch(int(config.data.global_batch_size), microbatches, mesh,
+                       jax.process_count())
+    tx, schedules = make_optimizer(learning_rates, int(config.train.num_steps),
+                                   **_optim_options(config.optim))
+    graphdef, layout = make_layout(cfg, parts, mesh, tx)
+    step_fn = jax.jit(
+        make_train_step(graphdef, tx, microbatches=microbatches,
+                        images_per_row=int(config.data.get("max_images", 1)),
+                        schedules=schedules),
+        in_shardings=(layout.shardings(layout.state), layout.shardings(layout.frozen),
+                      layout.batch),
+        out_shardings=(layout.shardings(layout.state), layout.replicated),
+        donate_argnums=0)
+    return StepPlan(stored_cfg, cfg, parts, [p for p in PARTS if p not in parts], tx, layout,
+                    step_fn)
 
 
 def check_stage(stage: str | None, parts: list[str]) -> None:
@@ -189,7 +220,7 @@ class _Runner:
 
     def __init__(self, config: Any, cfg: VLMConfig, parts: list[str], layout: Layout,
                  ckpts: checkpoint.Checkpoints, data: Data, workdir: Path, start: int,
-                 num_steps: int):
+                 num_steps: int, evaluator: evaluation.Evaluator | None = None):
         self.config, self.cfg, self.parts, self.layout = config, cfg, parts, layout
         self.ckpts, self.data, self.start, self.num_steps = ckpts, data, start, num_steps
         self.log_every = int(config.train.log_every)
@@ -200,6 +231,7 @@ class _Runner:
             jax.devices()[0].device_kind)
         self.peak = peak * jax.device_count() if peak else None
         self.writer = metrics.Writer(workdir, num_steps, jax.process_index() == 0, start)
+        self.evaluator = evaluator
         self.interval = metrics.Interval()
         self.last: dict[str, Any] | None = None
 
@@ -230,10 +262,18 @@ class _Runner:
                 pending = None
                 self._save(step, state, self.data.get_state())
                 saved = step
+            if self.evaluator is not None and self.evaluator.due(step):
+                if pending is not None:
+                    self._report(*pending)
+                    pending = None
+                self._evaluate(step, state, frozen)
         if pending is not None:
             self._report(*pending)
         if step > saved:
             self._save(step, state, data_state)
+        if self.evaluator is not None and stopped != "preempted" and step > self.start and \
+                self.evaluator.last != step:
+            self._evaluate(step, state, frozen)  # the end of the run
         self.ckpts.wait()
         if stopped == "preempted":
             self.writer.say(f"stopped by SIGTERM: saved step {step}; rerun the same command to "
@@ -242,6 +282,12 @@ class _Runner:
             logging.warning("the data ran out at step %d of %d; saved step %d", step,
                             self.num_steps, step)
         return Result(step, stopped, self.last)
+
+    def _evaluate(self, step: int, state: TrainState, frozen: Params) -> None:
+        """The scheduled evaluation (every process takes part; process 0 logs)."""
+        scores, seconds = self.evaluator(step, state.params, frozen)
+        self.writer.write_eval(step, scores, seconds)
+        self.interval.reset()  # leave the evaluation out of the throughput
 
     def _device_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         return {k: jax.make_array_from_process_local_data(self.layout.batch, batch[k])

@@ -1,9 +1,16 @@
-"""What a run reports: ``WORKDIR/metrics.jsonl``, a progress line, throughput and estimated MFU.
+"""What a run reports: ``WORKDIR/metrics.jsonl``, TensorBoard scalars (``WORKDIR/tensorboard/``),
+a progress line, throughput and estimated MFU.
 
 One JSON object per logged step (process 0 only)::
 
     {"step", "loss", "grad_norm", "lr", "lr/<part>", "supervised_tokens", "tokens",
      "tokens_per_s", "step_time_s", "flops_per_s", "mfu", "data_wait_fraction", "elapsed_s"}
+
+and one per scheduled evaluation (``config.eval``; `basque_vlm.training.evaluation`)::
+
+    {"step", "eval/<task>": score, ..., "eval_time_s", "elapsed_s"}
+
+The same numbers go to TensorBoard under the same names (``loss``, ``lr``, ``eval/<task>``, ...).
 
 ``tokens`` counts the real (unpadded) tokens of the global batch, image tokens included;
 ``tokens_per_s``, ``step_time_s`` and ``data_wait_fraction`` are averaged over the steps since the
@@ -21,7 +28,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
+from basque_vlm import paths
 from basque_vlm.model.vlm import VLMConfig
+from basque_vlm.training import tensorboard as tb
 
 METRICS_FILE = "metrics.jsonl"
 # Dense bf16 peak per chip, FLOP/s, by a substring of ``jax.Device.device_kind``.
@@ -101,28 +112,68 @@ class Interval:
 
 
 class Writer:
-    """``metrics.jsonl`` and the progress line; does nothing on processes other than 0."""
+    """``metrics.jsonl``, the TensorBoard scalars and the progress line; does nothing on
+    processes other than 0. The workdir may be remote (``gs://``): an object cannot be appended
+    to, so there ``metrics.jsonl`` is rewritten whole at each record."""
 
-    def __init__(self, workdir: str | Path, num_steps: int, enabled: bool, resumed_at: int = 0):
-        self.path = Path(workdir) / METRICS_FILE
+    def __init__(self, workdir: str | Path, num_steps: int, enabled: bool, resumed_at: int = 0,
+                 tensorboard: bool = True):
+        self.path = paths.path(workdir) / METRICS_FILE
         self.num_steps = num_steps
         self.enabled = enabled
         self.start = time.perf_counter()
+        self.scalars: tb.Scalars | None = None
+        self._lines: list[str] | None = None  # a remote file's lines
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            truncate(self.path, resumed_at)
+            kept = truncate(self.path, resumed_at)
+            if paths.is_remote(self.path):
+                self._lines = kept
+            if tensorboard:
+                self.scalars = tb.Scalars(paths.path(workdir) / tb.TENSORBOARD_DIR,
+                                          resumed_at + 1)
 
     def write(self, record: Mapping[str, Any]) -> None:
+        """A training step's record (`progress_line`'s fields)."""
         if not self.enabled:
             return
-        record = {**record, "elapsed_s": round(time.perf_counter() - self.start, 3)}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        record = self._log(record)
         print(progress_line(record, self.num_steps), flush=True)
+
+    def write_eval(self, step: int, scores: Mapping[str, float], seconds: float) -> None:
+        """The scores of a scheduled evaluation, ``{task: score}``."""
+        if not self.enabled:
+            return
+        self._log({"step": step, **{f"eval/{task}": v for task, v in scores.items()},
+                   "eval_time_s": round(seconds, 3)})
+        if self.scalars is not None:
+            self.scalars.flush()
+        print(f"eval at step {step}: " + ", ".join(f"{task} {100 * v:.1f}"
+                                                    for task, v in scores.items())
+              + f" (×100; {format_seconds(seconds)})", flush=True)
+
+    def _log(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        record = {**record, "elapsed_s": round(time.perf_counter() - self.start, 3)}
+        line = json.dumps(record)
+        if self._lines is None:
+            with self.path.open("a") as f:
+                f.write(line + "\n")
+        else:
+            self._lines.append(line)
+            self.path.write_text("".join(f"{x}\n" for x in self._lines))
+        if self.scalars is not None:
+            self.scalars.add(record["step"], {k: v for k, v in record.items() if k != "step"})
+        return record
 
     def say(self, message: str) -> None:
         if self.enabled:
             print(message, flush=True)
+
+    def close(self) -> None:
+        """Flushes and closes the TensorBoard file."""
+        if self.scalars is not None:
+            self.scalars.close()
+            self.scalars = None
 
 
 def progress_line(record: Mapping[str, Any], num_steps: int) -> str:
@@ -139,16 +190,18 @@ def format_seconds(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def truncate(path: Path, step: int) -> None:
-    """Drops records after ``step`` (logged by a run that died before its next checkpoint), so
-    that a resumed run logs each step once."""
+def truncate(path: Path | epath.Path, step: int) -> list[str]:
+    """Drops records after ``step`` (logged by a run that died before its next checkpoint; the
+    training and the evaluation records alike), so that a resumed run logs each step once.
+    Returns the lines kept."""
     if not path.is_file():
-        return
+        return []
     kept = [line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line)["step"] <= step]
     path.write_text("".join(line + "\n" for line in kept))
+    return kept
 
 
 def read(workdir: str | Path) -> list[dict[str, Any]]:
-    path = Path(workdir) / METRICS_FILE
+    path = paths.path(workdir) / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -9,25 +10,30 @@ from typing import Any
 import jax
 from flax import nnx
 
-from basque_vlm import checkpoint
+from basque_vlm import checkpoint, paths
 from basque_vlm.data import mixture
 from basque_vlm.data.conversation import IMAGE_PLACEHOLDER
 from basque_vlm.model.vlm import VLM, VLMConfig
 from basque_vlm.training.step import Params
 
 
-def model_configs(config: Mapping[str, Any]) -> tuple[VLMConfig, VLMConfig]:
+def model_configs(config: Mapping[str, Any], stored: VLMConfig | None = None
+                  ) -> tuple[VLMConfig, VLMConfig]:
     """``(stored, computed)``: the model as ``init_checkpoint`` (a converted checkpoint or a
-    training workdir) or ``model`` (from scratch) describes it, and with the ``compute``
-    overrides (``dtype``, ``scan_layers``, ``remat``) applied."""
-    if config.get("init_checkpoint"):
-        stored = checkpoint.load_config(config["init_checkpoint"])
-    elif config.get("model"):
-        stored = VLMConfig.from_dict(_plain(config["model"]))
-    else:
-        raise ValueError("the config needs init_checkpoint (a converted checkpoint or a workdir) "
-                         "or model (an architecture to train from scratch)")
+    training workdir) or ``model`` (from scratch) describes it — or as ``stored`` gives it —
+    and with the ``compute`` overrides (``dtype``, ``scan_layers``, ``remat``, ``attention``)
+    applied."""
+    stored = stored or _stored_config(config)
     return stored, VLMConfig.from_dict(stored.to_dict(), **_plain(config.get("compute") or {}))
+
+
+def _stored_config(config: Mapping[str, Any]) -> VLMConfig:
+    if config.get("init_checkpoint"):
+        return checkpoint.load_config(config["init_checkpoint"])
+    if config.get("model"):
+        return VLMConfig.from_dict(_plain(config["model"]))
+    raise ValueError("the config needs init_checkpoint (a converted checkpoint or a workdir) "
+                     "or model (an architecture to train from scratch)")
 
 
 def initial_params(config: Mapping[str, Any], cfg: VLMConfig, target: Params) -> Params:
@@ -47,7 +53,7 @@ def initial_params(config: Mapping[str, Any], cfg: VLMConfig, target: Params) ->
 def write_assets(config: Mapping[str, Any], cfg: VLMConfig, workdir: str | Path) -> None:
     """The tokenizer, processor and chat template files, so that the workdir reads as a project
     checkpoint: copied from ``init_checkpoint``, or for a model trained from scratch, a LLaVA
-    processor made from the data's tokenizer folder."""
+    processor made from the data's tokenizer folder. Either folder may be remote (``gs://``)."""
     from basque_vlm.hf import importer
 
     if config.get("init_checkpoint"):
@@ -55,14 +61,20 @@ def write_assets(config: Mapping[str, Any], cfg: VLMConfig, workdir: str | Path)
         return
     from transformers import AutoImageProcessor, AutoTokenizer, LlavaProcessor
 
-    folder = str(mixture.resolve(config["data"], config["data"]["tokenizer"]))
+    folder = str(paths.local_copy(mixture.resolve(config["data"], config["data"]["tokenizer"])))
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    LlavaProcessor(
+    processor = LlavaProcessor(
         image_processor=AutoImageProcessor.from_pretrained(folder, backend="pil"),
         tokenizer=tokenizer, patch_size=cfg.vision.patch_size,
         vision_feature_select_strategy=cfg.vision_feature_select_strategy,
         image_token=IMAGE_PLACEHOLDER, num_additional_image_tokens=int(cfg.vision.has_class_token),
-        chat_template=tokenizer.chat_template).save_pretrained(workdir)
+        chat_template=tokenizer.chat_template)
+    if not paths.is_remote(workdir):
+        processor.save_pretrained(str(workdir))
+        return
+    with tempfile.TemporaryDirectory() as local:  # save_pretrained writes local files only
+        processor.save_pretrained(local)
+        paths.copy_files(local, workdir, ["*"])
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,81 @@
+"""``python -m basque_vlm.aot``: the demo's train and decode steps compiled for a TPU slice."""
+
+from __future__ import annotations
+
+import json
+
+import libtpu  # noqa: F401  (make setup installs it: a missing libtpu fails, it is not skipped)
+import pytest
+
+import run_cli
+from basque_vlm import tpu_topologies
+from basque_vlm.model.vlm import VLMConfig
+from basque_vlm.training import metrics
+from data_helpers import REPO, demo_config
+
+
+@pytest.fixture(scope="module")
+def result():
+    # head_dim 128 makes the demo's text attention eligible for splash (the TPU kernel).
+    return run_cli.run("aot", "--config=configs/demo.py", "--topology=v5e-8",
+                       "--config.model.text.head_dim=128", "--config.compute.scan_layers=true",
+                       "--decode_batch=2", "--decode_prompt_length=128",
+                       "--decode_new_tokens=8")
+
+
+def test_demo_fits_a_v5e_8(result):
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["topology"] == "v5e-8" and report["jax_topology"] == "v5e:2x4"
+    assert report["chips"] == 8 and report["hbm_gib"] == 15.75
+    assert report["fits"] is True and report["decode"]["fits"] is True
+    memory = report["memory_gib"]
+    assert 0 < report["per_chip_peak_gib"] == memory["peak"] < report["hbm_gib"]
+    assert memory["peak"] == pytest.approx(memory["arguments"] + memory["outputs"]
+                                           - memory["aliased"] + memory["temporaries"]
+                                           + memory["code"], abs=0.004)
+    assert memory["aliased"] > 0  # the state is donated
+    assert report["batch"] == {"global": 32, "per_chip": 4, "microbatches": 1, "length": 128}
+    assert report["remat"] == "none" and report["compile_s"] > 0
+    assert report["attention"] == {"setting": "auto", "text": "splash", "vision": "xla"}
+
+    model = demo_config(REPO).model.to_dict()
+    model["text"]["head_dim"] = 128
+    cfg = VLMConfig.from_dict(model)
+    flops = metrics.step_flops(cfg, ["vision_tower", "connector", "language_model"], 32, 128, 32)
+    assert report["model_tflops_per_step"] == pytest.approx(flops / 1e12, abs=1e-3)
+
+
+def test_bad_topology_is_one_line():
+    result = run_cli.run("aot", "--config=configs/demo.py", "--topology=v9-8")
+    run_cli.assert_one_line_error(result, "aot", "unknown TPU topology", "v5p-8")
+
+
+def test_topology_names():
+    assert [tpu_topologies.parse(n).topology for n in ("v4-8", "v5e-8", "v5e-16", "v5p-8",
+                                                       "v5p-16", "v6e-8")] == [
+        "v4:2x2x1", "v5e:2x4", "v5e:4x4", "v5p:2x2x1", "v5p:2x2x2", "v6e:2x4"]
+    assert tpu_topologies.parse("v5p-8").chips == 4  # v4/v5p names count TensorCores
+    assert tpu_topologies.parse("v6e:4x4").chips == 16
+
+
+def available_hbm_gib(device) -> float:
+    """What the compiler says one chip has: compile a program far too large and read its
+    refusal."""
+    import re
+
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import SingleDeviceSharding
+
+    place = SingleDeviceSharding(device)
+    huge = jax.jit(lambda x: (jnp.outer(x, x) @ jnp.outer(x, x))[0], out_shardings=place)
+    with pytest.raises(jax.errors.JaxRuntimeError) as refused:
+        huge.lower(jax.ShapeDtypeStruct((2 ** 18,), jnp.float32, sharding=place)).compile()
+    return float(re.search(r"exceeds available HBM \(([\d.]+)G\)", str(refused.value)).group(1))
+
+
+@pytest.mark.parametrize("name", ["v4-8", "v5e-8", "v5p-8", "v6e-8"])
+def test_hbm_table_is_the_compilers(name):
+    tpu = tpu_topologies.parse(name)
+    assert available_hbm_gib(tpu_topologies.devices(tpu)[0]) == tpu.generation.hbm_gib

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -9,12 +10,30 @@ from absl import logging
 
 
 def quiet_libraries() -> None:
-    """Keeps stderr for our own one-line errors: no INFO logs from Orbax, no transformers notes."""
+    """Keeps stderr for our own one-line errors: no INFO logs from Orbax, no transformers notes,
+    and no TPU runtime errors where there is no TPU (``skip_absent_tpu``)."""
     import transformers
 
+    skip_absent_tpu()
     logging.set_verbosity(logging.WARNING)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+
+
+def skip_absent_tpu() -> None:
+    """Runs JAX on the CPU when this machine has neither a TPU nor an NVIDIA GPU and
+    ``JAX_PLATFORMS`` is unset. libtpu is installed everywhere (the ``aot`` fit check compiles
+    with it), and on a machine without TPU chips its start-up prints a screenful of errors about
+    TPU hostnames before JAX falls back to the CPU anyway. Call it before JAX's first array."""
+    from jax._src import hardware_utils  # the same probe JAX itself uses before starting libtpu
+
+    if os.environ.get("JAX_PLATFORMS"):
+        return
+    if hardware_utils.num_available_tpu_chips_and_device_id()[0] == 0 and \
+            not hardware_utils.has_visible_nvidia_gpu():
+        import jax
+
+        jax.config.update("jax_platforms", "cpu")
 
 
 def fail(prog: str, message: object) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from PIL import Image, UnidentifiedImageError
 
-from basque_vlm import checkpoint
+from basque_vlm import checkpoint, cli
 from basque_vlm.infer.assistant import complete
 from basque_vlm.infer.prompts import chat_inputs
 
@@ -69,6 +69,7 @@ def run(checkpoint_dir: str, prompt: str, image_path: str | None, max_new_tokens
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.skip_absent_tpu()
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs each step of a load at INFO
     try:

@@ -16,9 +16,11 @@ from data_helpers import REPO, demo_config
 
 @pytest.fixture(scope="module")
 def result():
-    # head_dim 128 makes the demo's text attention eligible for splash (the TPU kernel).
+    # head_dim 128 and length 128 make the demo's text attention eligible for splash (the TPU
+    # kernel).
     return run_cli.run("aot", "--config=configs/demo.py", "--topology=v5e-8",
-                       "--config.model.text.head_dim=128", "--config.compute.scan_layers=true",
+                       "--config.model.text.head_dim=128", "--config.data.max_length=128",
+                       "--config.data.length_buckets=(64,128)", "--config.compute.scan_layers=true",
                        "--decode_batch=2", "--decode_prompt_length=128",
                        "--decode_new_tokens=8")
 
@@ -35,14 +37,14 @@ def test_demo_fits_a_v5e_8(result):
                                            - memory["aliased"] + memory["temporaries"]
                                            + memory["code"], abs=0.004)
     assert memory["aliased"] > 0  # the state is donated
-    assert report["batch"] == {"global": 32, "per_chip": 4, "microbatches": 1, "length": 128}
+    assert report["batch"] == {"global": 64, "per_chip": 8, "microbatches": 1, "length": 128}
     assert report["remat"] == "none" and report["compile_s"] > 0
     assert report["attention"] == {"setting": "auto", "text": "splash", "vision": "xla"}
 
     model = demo_config(REPO).model.to_dict()
     model["text"]["head_dim"] = 128
     cfg = VLMConfig.from_dict(model)
-    flops = metrics.step_flops(cfg, ["vision_tower", "connector", "language_model"], 32, 128, 32)
+    flops = metrics.step_flops(cfg, ["vision_tower", "connector", "language_model"], 64, 128, 64)
     assert report["model_tflops_per_step"] == pytest.approx(flops / 1e12, abs=1e-3)
 
 

@@ -49,9 +49,10 @@ def test_nested_shares_and_ranks():
 def test_plan_and_leaf_epochs(demo_root):
     data = demo_config(demo_root, basque_ratio=0.25).data
     plan = mixture.plan(data)
-    assert [(leaf.kind, leaf.lang) for leaf in plan.leaves] == [("multimodal", "eu"),
-                                                                ("multimodal", "en")]
-    assert plan.source_kinds == {"demo_vqa_eu": "multimodal", "demo_vqa_en": "multimodal"}
+    assert [(leaf.kind, leaf.lang) for leaf in plan.leaves] == [
+        ("multimodal", "eu"), ("multimodal", "en"), ("caption", "eu"), ("caption", "en")]
+    assert plan.source_kinds == {"demo_vqa_eu": "multimodal", "demo_vqa_en": "multimodal",
+                                 "demo_caption_eu": "caption", "demo_caption_en": "caption"}
     size = plan.leaves[0].sources[0].size
     leaf = mixture._leaf_dataset(plan.leaves[0], seed=7)
     first = [leaf[i].conversation.id for i in range(size)]
@@ -88,9 +89,10 @@ def test_align_stage_captions(demo_root):
 
 def test_only_english_sources_are_fine_at_ratio_zero(demo_root):
     data = demo_config(demo_root, basque_ratio=0.0).data
-    del data.sources["demo_vqa_eu"]
+    del data.sources["demo_vqa_eu"], data.sources["demo_caption_eu"]
     plan = mixture.plan(data)
-    assert [(leaf.kind, leaf.lang) for leaf in plan.leaves] == [("multimodal", "en")]
+    assert [(leaf.kind, leaf.lang) for leaf in plan.leaves] == [("multimodal", "en"),
+                                                                ("caption", "en")]
 
 
 @pytest.mark.parametrize("key, value", [("basque_ratio", 1.5), ("basque_ratio", -0.1),

@@ -1,4 +1,5 @@
-"""The synthetic demo data: deterministic, correct Basque, right answers, a distinct held-out."""
+"""The synthetic demo data: deterministic, correct Basque, right answers and captions, a distinct
+held-out."""
 
 import hashlib
 import json
@@ -34,6 +35,10 @@ ENGLISH = {
     r"Where is the (red|blue|green|yellow) (circle|square|triangle)\?":
         r"(Left|Right|Top|Bottom)\.",
 }
+PLACES_EU = "(Goian|Ezkerrean|Eskuinean|Behean)"
+PLACES_EN = "(Top|Left|Right|Bottom)"
+SHAPE_EU = rf"{STEMS} (gorri|urdin|berde|hori) bat"
+SHAPE_EN = r"a (red|blue|green|yellow) (circle|square|triangle)"
 EN_TO_EU = {"Red": "Gorria", "Blue": "Urdina", "Green": "Berdea", "Yellow": "Horia",
             "Circle": "Zirkulua", "Square": "Karratua", "Triangle": "Triangelua", "One": "Bat",
             "Two": "Bi", "Three": "Hiru", "Four": "Lau", "Yes": "Bai", "No": "Ez",
@@ -61,6 +66,34 @@ def test_questions_use_the_basque_forms_and_match_english(demo_root):
     assert len(types) >= 20  # every question type with its variants
 
 
+def test_captions_list_every_shape_by_place_in_both_languages(demo_root):
+    eu = qa_pairs(demo_root / "raw" / "train_caption_eu.json")
+    en = qa_pairs(demo_root / "raw" / "train_caption_en.json")
+    assert len(eu) == len(en) == len(list((demo_root / "raw" / "images" / "train").glob("*.png")))
+    counts = set()
+    for (id_eu, q_eu, a_eu), (id_en, q_en, a_en) in zip(eu, en):
+        assert id_eu.removesuffix("-eu") == id_en.removesuffix("-en")
+        assert (q_eu, q_en) == ("<image>\nDeskribatu irudia.", "<image>\nDescribe the image.")
+        items_eu, items_en = a_eu.split(". "), a_en.split(". ")
+        assert len(items_eu) == len(items_en) and a_eu.endswith(".") and a_en.endswith(".")
+        counts.add(len(items_eu))
+        for item_eu, item_en in zip(items_eu, items_en):
+            assert re.fullmatch(rf"{PLACES_EU}: {SHAPE_EU}\.?", item_eu), a_eu
+            assert re.fullmatch(rf"{PLACES_EN}: {SHAPE_EN}\.?", item_en), a_en
+            assert EN_TO_EU[item_en.split(":")[0]] == item_eu.split(":")[0]
+    assert counts == {1, 2, 3, 4}
+    assert not (demo_root / "raw" / "heldout_caption_eu.json").exists()  # questions only
+
+
+def test_a_caption_says_what_the_scene_holds():
+    shapes = [Shape("square", "yellow", "bottom"), Shape("circle", "red", "left"),
+              Shape("triangle", "blue", "top")]
+    qa = synthetic.caption(shapes)
+    assert qa.answer == {
+        "eu": "Goian: triangelu urdin bat. Ezkerrean: zirkulu gorri bat. Behean: karratu hori bat.",
+        "en": "Top: a blue triangle. Left: a red circle. Bottom: a yellow square."}
+
+
 def test_answers_are_right():
     shapes = [Shape("circle", "red", "left", 7), Shape("square", "blue", "right", 7),
               Shape("square", "yellow", "top", 6)]
@@ -84,11 +117,16 @@ def test_answers_are_right():
 
 
 def test_scenes_are_drawn_where_the_questions_say():
-    shapes = [Shape("square", "green", "bottom", 8)]
+    shapes = [Shape("square", "green", "bottom")]
     pixels = np.asarray(synthetic.draw(shapes, (240, 240, 240)))
-    assert pixels.shape == (64, 64, 3)
-    assert pixels[50, 32].tolist() == list(synthetic.COLOURS["green"][1])
-    assert pixels[14, 32].tolist() == [240, 240, 240]
+    assert pixels.shape == (48, 48, 3)
+    assert pixels[40, 24].tolist() == list(synthetic.COLOURS["green"][1])  # the bottom cell
+    assert pixels[8, 24].tolist() == [240, 240, 240]                       # the top cell
+    assert pixels[40, 17].tolist() == list(synthetic.OUTLINE)              # the outline
+    # each shape stays inside its own 16-pixel cell (one ViT patch of the demo model)
+    inside = np.zeros((48, 48), bool)
+    inside[32:48, 16:32] = True
+    assert (pixels[~inside] == 240).all()
 
 
 def test_deterministic_from_the_seed(tmp_path):
@@ -107,6 +145,19 @@ def test_deterministic_from_the_seed(tmp_path):
            [source_b[i] for i in range(len(source_b))]
     with pytest.raises(ValueError, match="generated with"):
         synthetic.ensure(a, seed=5, splits=splits)
+
+
+def test_data_of_an_older_version_is_generated_again(tmp_path):
+    splits = {"train": 3, "heldout": 2}
+    old = tmp_path / "data"
+    (old / "raw").mkdir(parents=True)
+    (old / "raw" / "stale.json").write_text("[]")
+    (old / "manifest.json").write_text(json.dumps(
+        {"version": synthetic.VERSION - 1, "seed": 0, "splits": splits}))
+    assert synthetic.ensure(old, seed=0, splits=splits) == old
+    assert json.loads((old / "manifest.json").read_text())["version"] == synthetic.VERSION
+    assert not (old / "raw" / "stale.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing left beside it
 
 
 def test_heldout_differs_from_train(demo_root):
@@ -132,8 +183,9 @@ def test_tokenizer_processor_and_config_agree(demo_root):
     assert config.model.pad_token_id == tok.pad_token_id
     assert list(config.model.eos_token_ids) == [tok.eos_token_id]
     processor = AutoImageProcessor.from_pretrained(folder)
-    assert processor.crop_size == {"height": 64, "width": 64}
-    assert ImageSpec.from_folder(folder).crop == (64, 64)
+    assert processor.crop_size == {"height": 48, "width": 48}
+    assert ImageSpec.from_folder(folder).crop == (48, 48)
+    assert config.model.vision.image_size == 48 and config.model.vision.patch_size == 16
 
     from basque_vlm.model.vlm import VLMConfig
     assert VLMConfig.from_dict(config.model.to_dict()).tokens_per_image == \
@@ -145,4 +197,4 @@ def test_tokenizer_processor_and_config_agree(demo_root):
     assert tok.decode(example.targets[example.loss_mask == 1]) == \
            conv.messages[-1].text + "<|im_end|>"
     image = load_image(demo_root / "raw" / "images" / conv.images[0])
-    assert image.size == (64, 64) and image.mode == "RGB"
+    assert image.size == (48, 48) and image.mode == "RGB"

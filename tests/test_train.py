@@ -18,7 +18,7 @@ from basque_vlm.training.optim import make_optimizer, trainable_parts
 from run_cli import assert_one_line_error
 from train_helpers import ListData, losses, tiny_config, tiny_flags, train_cli
 
-ALIGN = {"vision_tower": None, "connector": 1e-2, "language_model": None}
+ALIGN = {"vision_tower": None, "connector": 3e-2, "language_model": None}
 INSTRUCT = {"vision_tower": None, "connector": 1e-2, "language_model": 1e-2}
 
 

@@ -110,8 +110,8 @@ def test_demo_variant_and_its_environment(monkeypatch):
     assert [c.name for c in cells] == ["demo_eu0", "demo_eu20", "demo_eu100"]
     assert cells[1].train == (
         "-m", "basque_vlm.train", "--config=configs/demo.py", "--workdir=workdir/sweep_demo/"
-        "demo_eu20", "--config.data.basque_ratio=0.2", "--config.train.num_steps=300",
-        "--config.train.log_every=50", "--config.train.checkpoint_every=300")
+        "demo_eu20", "--config.data.basque_ratio=0.2", "--config.train.num_steps=750",
+        "--config.train.log_every=50", "--config.train.checkpoint_every=750")
     env = sweep_plan.env_of(demo, environ={})
     assert sweep_plan.command(cells[0].evaluate, env).startswith(
         "XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m basque_vlm.evaluate ")

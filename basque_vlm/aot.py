@@ -133,4 +133,4 @@ def _aot() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("aot", _aot))
+    app.run(cli.main("aot", _aot), flags_parser=cli.flags_parser("aot"))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
-from absl import logging
+from absl import flags, logging
 
 
 def quiet_libraries() -> None:
@@ -36,7 +37,7 @@ def skip_absent_tpu() -> None:
         jax.config.update("jax_platforms", "cpu")
 
 
-def fail(prog: str, message: object) -> None:
+def fail(prog: str, message: object) -> NoReturn:
     print(f"{prog}: {' '.join(str(message).split())}", file=sys.stderr)
     sys.exit(1)
 
@@ -59,3 +60,24 @@ def main(prog: str, body: Callable[[], None]) -> Callable[[list[str]], None]:
         run(prog, body)
 
     return app_main
+
+
+def flags_parser(prog: str) -> Callable[[list[str]], list[str]]:
+    """``absl.app.run``'s ``flags_parser``, with an override of a config key that does not exist
+    (``--config.train.num_step=5``) reported in one line instead of ml_collections' traceback."""
+
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            fail(prog, f"{e} (--helpfull lists the flags)")
+        except (AttributeError, KeyError) as e:
+            while e.args and isinstance(e.args[0], BaseException):  # ml_collections wraps it
+                e = e.args[0]
+            key, *hint = str(e.args[0] if e.args else e).splitlines()
+            overrides = [a.split("=")[0] for a in argv[1:]
+                         if a.startswith("--") and "." in a.split("=")[0]]
+            fail(prog, f"{', '.join(overrides)}: the config has no key {key}"
+                       + "".join(f". {h}" for h in hint))
+
+    return parse

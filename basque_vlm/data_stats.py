@@ -37,4 +37,4 @@ def _stats() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("data_stats", _stats))
+    app.run(cli.main("data_stats", _stats), flags_parser=cli.flags_parser("data_stats"))

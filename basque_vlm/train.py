@@ -44,4 +44,4 @@ def _train() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("train", _train))
+    app.run(cli.main("train", _train), flags_parser=cli.flags_parser("train"))

@@ -38,7 +38,7 @@ def _llava(text: dict[str, Any], vision: dict[str, Any]) -> dict[str, Any]:
 
 def get(name: str) -> Preset:
     if name == "demo":
-        return Preset(_demo_model(), rows=32, length=96)
+        return Preset(_demo_model(), rows=64, length=50)  # its batch and longest bucket
     if name == "100m":
         return Preset(_llava(
             dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_layers=12,

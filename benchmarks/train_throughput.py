@@ -50,6 +50,8 @@ flags.DEFINE_integer("length", None, "tokens per row (default: the preset's)")
 flags.DEFINE_bool("scan_layers", False, "lax.scan over layers (default: unrolled, faster on CPU "
                   "and GPU; scanning keeps compile time flat in depth)")
 flags.DEFINE_string("remat", "none", "our remat policy (basque_vlm.model.layers)")
+flags.DEFINE_integer("logits_chunk", 0, "our loss's positions per row at a time (0: all; "
+                     "compute.logits_chunk)")
 flags.DEFINE_string("attention", None, "our attention implementation (default: the model's)")
 flags.DEFINE_bool("reference", True, "also time the PyTorch reference (--noreference: ours only, "
                   "e.g. to try settings on a GPU)")
@@ -86,7 +88,8 @@ class Ours:
         tx, _ = optim.make_optimizer({p: LR for p in PARTS}, num_steps=10**6, warmup_ratio=0.0)
         self.state = init_train_state(trainable, tx)
         self.frozen = frozen
-        self.step_fn = jax.jit(make_train_step(graphdef, tx), donate_argnums=0)
+        self.step_fn = jax.jit(make_train_step(graphdef, tx, logits_chunk=FLAGS.logits_chunk),
+                               donate_argnums=0)
         self.batch = jax.device_put(batch)
 
     def run(self, steps: int) -> float:

@@ -83,7 +83,10 @@ def paper(stage: str, name: str, converted: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.stage = stage
     config.init_checkpoint = converted if align else f"{PAPER_ROOT}/workdirs/{name}_align"
-    config.compute = dict(dtype="bfloat16", scan_layers=True, remat="full", attention="auto")
+    # logits_chunk: the loss computes the 128k-vocabulary logits 256 positions of each row at
+    # a time, never all 2,048 (README, "Will it fit?").
+    config.compute = dict(dtype="bfloat16", scan_layers=True, remat="full", attention="auto",
+                          logits_chunk=256)
 
     batch = 256 if align else 128
     if align:

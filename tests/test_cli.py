@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import run_cli
 from run_cli import ROOT
 
 START_JAX = ("from basque_vlm import cli; cli.skip_absent_tpu(); import jax; "
@@ -18,3 +19,13 @@ def test_no_tpu_runtime_noise_on_a_machine_without_a_tpu():
                             capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout, result.stderr) == (0, "cpu\n", "")
 
+
+
+def test_a_config_override_of_no_key_is_one_line():
+    result = run_cli.run("train", "--config=configs/demo.py", "--workdir=unused",
+                         "--config.train.num_step=5")
+    run_cli.assert_one_line_error(result, "train", "--config.train.num_step: the config has no key 'num_step'",
+                                  'Did you mean "num_steps"')
+    result = run_cli.run("train", "--config=configs/demo.py", "--workdir=unused",
+                         "--config.train.num_steps=many")
+    run_cli.assert_one_line_error(result, "train", "--config.train.num_steps=many")

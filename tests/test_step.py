@@ -29,14 +29,15 @@ def fixed_batch(cfg, rows=8, length=24, seed=0):
             "attention_mask": attention, "pixel_values": pixels}
 
 
-def run(steps, lrs, *, mesh=None, microbatches=1, seed=0):
+def run(steps, lrs, *, mesh=None, microbatches=1, logits_chunk=0, seed=0):
     cfg = tiny_config()
     model = VLM(cfg, nnx.Rngs(seed))
     tx, schedules = make_optimizer(lrs, num_steps=100, warmup_ratio=0.0)
     graphdef, trainable, frozen = split_trainable(model, [p for p in lrs if lrs[p]])
     initial = jax.tree.map(np.array, trainable)  # the step donates the state's buffers
     state = init_train_state(trainable, tx)
-    step = make_train_step(graphdef, tx, microbatches=microbatches, schedules=schedules)
+    step = make_train_step(graphdef, tx, microbatches=microbatches, logits_chunk=logits_chunk,
+                           schedules=schedules)
     batch = fixed_batch(cfg)
     if mesh is not None:
         shardings = sharding.param_shardings(nnx.state(model), mesh)
@@ -82,6 +83,13 @@ def test_microbatches_match_one_batch():
     np.testing.assert_allclose(four, one, rtol=1e-5)
 
 
+def test_chunked_logits_match_whole():
+    lrs = {"connector": 1e-3, "language_model": 1e-3, "vision_tower": 1e-4}
+    whole, *_ = run(3, lrs)
+    chunked, *_ = run(3, lrs, logits_chunk=7)  # 24 positions: chunks of 7, the last padded
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+
+
 def test_eight_devices_match_one():
     if jax.device_count() < 8:
         pytest.skip("needs 8 (simulated) devices")
@@ -91,3 +99,5 @@ def test_eight_devices_match_one():
     sharded, *_ = run(3, lrs, mesh=mesh)
     np.testing.assert_allclose(sharded, single, rtol=1e-3)
     np.testing.assert_allclose(sharded, single, rtol=1e-5)  # in practice far tighter
+    chunked, *_ = run(3, lrs, mesh=mesh, logits_chunk=8)
+    np.testing.assert_allclose(chunked, single, rtol=1e-5)

@@ -236,13 +236,17 @@ class Llama(nnx.Module):
         x, cache = run_layers(self.layers, x, cache, body, scan=scan, remat=self.cfg.remat)
         return self.norm(x), cache
 
-    def logits(self, hidden: jax.Array) -> jax.Array:
+    def output_embedding(self) -> jax.Array:
+        """``[hidden, vocab]``, in the compute dtype: the logits are the hidden states times it
+        (``lm_head``'s kernel, or the transposed input embedding when the two are tied)."""
         if self.lm_head is None:
-            table = self.embed_tokens[...].astype(self.cfg.dtype)
-            n = math.prod(hidden.shape[:-1])
-            out = hidden.reshape(n, -1) @ table.T
-            return out.reshape(*hidden.shape[:-1], -1)
-        return self.lm_head(hidden)
+            return self.embed_tokens[...].astype(self.cfg.dtype).T
+        return self.lm_head.kernel[...].astype(self.cfg.dtype)
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        n = math.prod(hidden.shape[:-1])
+        out = hidden.astype(self.cfg.dtype).reshape(n, -1) @ self.output_embedding()
+        return out.reshape(*hidden.shape[:-1], -1)
 
 
 def init_cache(cfg: LlamaConfig, batch: int, length: int, dtype=None) -> dict[str, jax.Array]:

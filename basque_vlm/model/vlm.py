@@ -126,18 +126,26 @@ class VLM(nnx.Module):
         gathered = features[jnp.clip(index, 0, features.shape[0] - 1)]
         return jnp.where(is_image[..., None], gathered, x)
 
-    def __call__(self, input_ids: jax.Array, pixel_values: jax.Array | None = None,
-                 attention_mask: jax.Array | None = None,
-                 positions: jax.Array | None = None,
-                 images_per_row: int | None = None) -> jax.Array:
-        """Full forward without a cache → logits ``[B, T, vocab]``."""
+    def hidden_states(self, input_ids: jax.Array, pixel_values: jax.Array | None = None,
+                      attention_mask: jax.Array | None = None,
+                      positions: jax.Array | None = None,
+                      images_per_row: int | None = None) -> jax.Array:
+        """Full forward without a cache → the final-normed hidden states ``[B, T, hidden]``."""
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, jnp.int32)
         if positions is None:
             positions = positions_from_mask(attention_mask)
         hidden, _ = self.language_model(self.embed(input_ids, pixel_values, images_per_row),
                                         positions, attention_mask)
-        return self.language_model.logits(hidden)
+        return hidden
+
+    def __call__(self, input_ids: jax.Array, pixel_values: jax.Array | None = None,
+                 attention_mask: jax.Array | None = None,
+                 positions: jax.Array | None = None,
+                 images_per_row: int | None = None) -> jax.Array:
+        """Full forward without a cache → logits ``[B, T, vocab]``."""
+        return self.language_model.logits(self.hidden_states(
+            input_ids, pixel_values, attention_mask, positions, images_per_row))
 
 
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:

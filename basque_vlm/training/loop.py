@@ -135,7 +135,7 @@ def plan_step(config: Any, devices: Sequence[jax.Device] | None = None,
     step_fn = jax.jit(
         make_train_step(graphdef, tx, microbatches=microbatches,
                         images_per_row=int(config.data.get("max_images", 1)),
-                        schedules=schedules),
+                        logits_chunk=setup.logits_chunk(config), schedules=schedules),
         in_shardings=(layout.shardings(layout.state), layout.shardings(layout.frozen),
                       layout.batch),
         out_shardings=(layout.shardings(layout.state), layout.replicated),

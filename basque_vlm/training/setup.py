@@ -16,6 +16,8 @@ from basque_vlm.data.conversation import IMAGE_PLACEHOLDER
 from basque_vlm.model.vlm import VLM, VLMConfig
 from basque_vlm.training.step import Params
 
+STEP_COMPUTE_KEYS = ("logits_chunk",)  # ``compute`` keys the train step reads, not the model
+
 
 def model_configs(config: Mapping[str, Any], stored: VLMConfig | None = None
                   ) -> tuple[VLMConfig, VLMConfig]:
@@ -24,7 +26,15 @@ def model_configs(config: Mapping[str, Any], stored: VLMConfig | None = None
     and with the ``compute`` overrides (``dtype``, ``scan_layers``, ``remat``, ``attention``)
     applied."""
     stored = stored or _stored_config(config)
-    return stored, VLMConfig.from_dict(stored.to_dict(), **_plain(config.get("compute") or {}))
+    overrides = {k: v for k, v in _plain(config.get("compute") or {}).items()
+                 if k not in STEP_COMPUTE_KEYS}
+    return stored, VLMConfig.from_dict(stored.to_dict(), **overrides)
+
+
+def logits_chunk(config: Mapping[str, Any]) -> int:
+    """``compute.logits_chunk``: positions per row whose logits the loss computes at a time
+    (0: all; `loss.chunked_cross_entropy_sum`)."""
+    return int((config.get("compute") or {}).get("logits_chunk", 0))
 
 
 def _stored_config(config: Mapping[str, Any]) -> VLMConfig:

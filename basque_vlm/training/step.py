@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from basque_vlm.training.loss import chunked_cross_entropy_sum
+
 Params = dict[str, Any]
 Batch = Mapping[str, jax.Array]
 MODEL_INPUTS = ("input_ids", "targets", "loss_mask", "attention_mask", "pixel_values")
@@ -29,29 +31,24 @@ class TrainState:
     opt_state: optax.OptState
 
 
-def cross_entropy_sum(logits: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:
-    """Sum over masked positions of ``-log softmax(logits)[target]``, in float32."""
-    logits = logits.astype(jnp.float32)
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    nll = jax.nn.logsumexp(logits, axis=-1) - target_logit
-    return jnp.sum(nll * mask)
-
-
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
-                    microbatches: int = 1, images_per_row: int = 1,
+                    microbatches: int = 1, images_per_row: int = 1, logits_chunk: int = 0,
                     schedules: Mapping[str, optax.Schedule] | None = None
                     ) -> Callable[[TrainState, Params, Batch], tuple[TrainState, dict]]:
     """``step(state, frozen_params, batch) -> (state, metrics)``, not yet jitted.
 
     ``batch`` follows the pipeline's contract (``basque_vlm.data.pipeline``): ``[B, L]`` token
     arrays and ``pixel_values [B * images_per_row, C, H, W]``; ``B`` divides by ``microbatches``.
+    ``logits_chunk`` > 0 computes the loss that many positions of each row at a time
+    (``loss.chunked_cross_entropy_sum``).
     """
 
     def loss_sum(trainable: Params, frozen: Params, mb: Batch) -> jax.Array:
         model = nnx.merge(graphdef, {**trainable, **frozen})
-        logits = model(mb["input_ids"], mb.get("pixel_values"), mb["attention_mask"],
-                       images_per_row=images_per_row)
-        return cross_entropy_sum(logits, mb["targets"], mb["loss_mask"])
+        hidden = model.hidden_states(mb["input_ids"], mb.get("pixel_values"),
+                                     mb["attention_mask"], images_per_row=images_per_row)
+        return chunked_cross_entropy_sum(hidden, model.language_model.output_embedding(),
+                                         mb["targets"], mb["loss_mask"], logits_chunk)
 
     grad_fn = jax.value_and_grad(loss_sum)
 

@@ -136,11 +136,16 @@ def unstack_layers(layers: nnx.Module) -> list[nnx.Module]:
     """Per-layer modules sliced from stacked ``layers``.
 
     Inside a decode loop, slicing stacked weights copies each layer's weights at every step;
-    slicing once before the loop lets each step read them in place.
+    slicing once before the loop lets each step read them in place. ``jnp.split``, not indexing:
+    the gradient of a split is one concatenation, where the gradient of ``a[i]`` pads each
+    layer's gradient to the whole stack and adds the stacks up (a tenth of a CPU training step).
     """
     graphdef, state = nnx.split(layers)
-    n = jax.tree.leaves(state)[0].shape[0]
-    return [nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)) for i in range(n)]
+    leaves, treedef = jax.tree.flatten(state)
+    n = leaves[0].shape[0]
+    pieces = [[jnp.squeeze(p, 0) for p in jnp.split(a, n)] for a in leaves]
+    return [nnx.merge(graphdef, jax.tree.unflatten(treedef, [p[i] for p in pieces]))
+            for i in range(n)]
 
 
 def run_layers(layers: nnx.Module | Sequence[nnx.Module], x: jax.Array, xs, body: Callable, *,

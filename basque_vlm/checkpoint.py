@@ -14,14 +14,13 @@ files, but its parameters are split so that frozen parts are written once, not a
 
 Every reader here accepts either: a workdir means its latest step, merged with ``frozen/`` (a step
 that fails to load falls back to the one before, with a warning). Either may be remote
-(``gs://...``: `basque_vlm.paths`); `local_assets` gives the tokenizer and processor files as a
-local folder for ``from_pretrained``.
+(``gs://...``: `basque_vlm.paths`); `paths.local_copy` gives the tokenizer and processor files
+as a local folder for ``from_pretrained``.
 """
 
 from __future__ import annotations
 
 import json
-import pathlib
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +137,6 @@ def _restore(path: epath.Path, target: Any | None) -> dict[str, Any]:
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), leaves)
     with ocp.PyTreeCheckpointer() as ckptr:
         return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-
-
-def local_assets(ckpt: str | Path) -> pathlib.Path:
-    """A local folder with the checkpoint's ``config.json``, tokenizer and processor files: the
-    checkpoint itself when it is local, else a copy (``from_pretrained`` reads local folders)."""
-    return paths.local_copy(ckpt)
 
 
 def load_model(ckpt: str | Path, param_dtype: str | None = None, **overrides: Any

@@ -16,7 +16,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from PIL import Image, UnidentifiedImageError
 
-from basque_vlm import checkpoint, cli
+from basque_vlm import checkpoint, cli, paths
 from basque_vlm.infer.assistant import complete
 from basque_vlm.infer.prompts import chat_inputs
 
@@ -56,7 +56,7 @@ def run(checkpoint_dir: str, prompt: str, image_path: str | None, max_new_tokens
     from transformers import AutoProcessor  # slow to import: only once the input is known good
 
     try:
-        processor = AutoProcessor.from_pretrained(str(checkpoint.local_assets(checkpoint_dir)))
+        processor = AutoProcessor.from_pretrained(str(paths.local_copy(checkpoint_dir)))
     except OSError as e:
         raise InputError(f"cannot load the tokenizer/processor of {checkpoint_dir}: {e}") from None
     inputs = chat_inputs(processor, [prompt], None if image is None else [image])

@@ -20,7 +20,7 @@ import remote_fs
 from basque_vlm import checkpoint, generate, paths
 from basque_vlm.hf import writer
 from basque_vlm.training import loop, metrics, tensorboard
-from train_helpers import ListData, losses, tiny_config
+from train_helpers import ListData, losses, pipeline_batches, tiny_config
 
 URL = "gs://bucket/workdirs/run"
 INSTRUCT = {"vision_tower": None, "connector": 1e-2, "language_model": 1e-2}
@@ -46,13 +46,7 @@ def gs(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def batches(demo_root):
-    from basque_vlm.data import pipeline
-
-    stream = pipeline.build(tiny_config(demo_root).data)
-    try:
-        return [next(stream) for _ in range(4)]
-    finally:
-        stream.close()
+    return pipeline_batches(demo_root, 4)
 
 
 def test_urls_stay_urls_and_local_paths_become_absolute(tmp_path, monkeypatch):

@@ -11,12 +11,11 @@ import pytest
 from absl import flags
 
 from basque_vlm import checkpoint
-from basque_vlm.data import pipeline
 from basque_vlm.model import sharding
 from basque_vlm.training import guards, loop, setup
 from basque_vlm.training.optim import make_optimizer, trainable_parts
 from run_cli import assert_one_line_error
-from train_helpers import ListData, losses, tiny_config, tiny_flags, train_cli
+from train_helpers import ListData, losses, pipeline_batches, tiny_config, tiny_flags, train_cli
 
 ALIGN = {"vision_tower": None, "connector": 3e-2, "language_model": None}
 INSTRUCT = {"vision_tower": None, "connector": 1e-2, "language_model": 1e-2}
@@ -29,11 +28,7 @@ def parsed_flags():
 
 @pytest.fixture(scope="module")
 def batches(demo_root):
-    stream = pipeline.build(tiny_config(demo_root).data)
-    try:
-        return [next(stream) for _ in range(6)]
-    finally:
-        stream.close()
+    return pipeline_batches(demo_root, 6)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from absl import flags
 
 from basque_vlm.eval import runner, suite, tasks
 from basque_vlm.training import loop, metrics, tensorboard
-from train_helpers import ListData, losses, tiny_config
+from train_helpers import ListData, losses, pipeline_batches, tiny_config
 
 EVAL = {"eval__tasks": "demo_vqa_eu,demo_vqa_en", "eval__every": 2, "eval__limit": 4,
         "eval__batch_size": 4, "eval__max_new_tokens": 3}
@@ -26,13 +26,7 @@ def parsed_flags():
 
 @pytest.fixture(scope="module")
 def batches(demo_root):
-    from basque_vlm.data import pipeline
-
-    stream = pipeline.build(tiny_config(demo_root).data)
-    try:
-        return [next(stream) for _ in range(5)]
-    finally:
-        stream.close()
+    return pipeline_batches(demo_root, 5)
 
 
 def config(root, steps):

@@ -41,6 +41,17 @@ def tiny_config(root: Path, **overrides: Any) -> ml_collections.ConfigDict:
     return config
 
 
+def pipeline_batches(root: Path, count: int) -> list[dict[str, np.ndarray]]:
+    """The first ``count`` global batches of the tiny config's real input pipeline."""
+    from basque_vlm.data import pipeline
+
+    stream = pipeline.build(tiny_config(root).data)
+    try:
+        return [next(stream) for _ in range(count)]
+    finally:
+        stream.close()
+
+
 def tiny_flags(root: Path, **overrides: Any) -> list[str]:
     """The same as ``train`` CLI flags."""
     values = {**TINY, "data.root": str(root),

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from basque_vlm import checkpoint
+from basque_vlm import checkpoint, paths
 from basque_vlm.eval.tasks import Sample, Sources, Task
 from basque_vlm.eval.taskdata import decode_image
 from basque_vlm.infer import decode
@@ -103,7 +103,7 @@ def load_processor(ckpt: str | Path) -> Any:
     from transformers import AutoProcessor  # slow to import
 
     try:
-        return AutoProcessor.from_pretrained(str(checkpoint.local_assets(ckpt)))
+        return AutoProcessor.from_pretrained(str(paths.local_copy(ckpt)))
     except OSError as e:
         raise ValueError(f"cannot load the tokenizer/processor of {ckpt}: {e}") from None
 

@@ -4,6 +4,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+from jax._src import hardware_utils
+
 import run_cli
 from run_cli import ROOT
 
@@ -11,6 +14,8 @@ START_JAX = ("from basque_vlm import cli; cli.skip_absent_tpu(); import jax; "
              "print(jax.default_backend())")
 
 
+@pytest.mark.skipif(hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+                    or hardware_utils.has_visible_nvidia_gpu(), reason="an accelerator is here")
 def test_no_tpu_runtime_noise_on_a_machine_without_a_tpu():
     # libtpu is installed here (make setup), but this machine has no TPU or GPU: left to itself
     # JAX starts libtpu, which prints a screenful of errors before falling back to the CPU.

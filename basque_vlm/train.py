@@ -34,6 +34,7 @@ def _train() -> None:
         raise ValueError("--config and --workdir are required")
     distributed.init()
     cli.quiet_libraries()
+    cli.reuse_memory_on_cpu()
     from basque_vlm.training import loop  # after jax.distributed, which must come first
 
     result = loop.train(FLAGS.config, FLAGS.workdir)

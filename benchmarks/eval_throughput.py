@@ -17,11 +17,10 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import psutil
 from absl import app, flags, logging
+from timing import timed_call
 
 from basque_vlm.eval import runner, tasks
 
@@ -34,18 +33,6 @@ flags.DEFINE_integer("samples", 32, "vqav2_en fixture samples")
 flags.DEFINE_integer("reps", 3, "timed runs per batch size")
 FLAGS = flags.FLAGS
 BATCHES = (1, 16)
-
-
-def timed(fn):
-    """``fn()``, its wall seconds, and the share of the CPUs other processes used meanwhile."""
-    own, machine = psutil.Process().cpu_times(), psutil.cpu_times()
-    start = time.perf_counter()
-    result = fn()
-    wall = time.perf_counter() - start
-    own_after, machine_after = psutil.Process().cpu_times(), psutil.cpu_times()
-    busy = sum(machine_after[:3]) - sum(machine[:3])
-    mine = own_after.user + own_after.system - own.user - own.system
-    return result, wall, max(0.0, (busy - mine) / (wall * psutil.cpu_count()))
 
 
 def main(argv: list[str]) -> None:
@@ -68,10 +55,10 @@ def main(argv: list[str]) -> None:
     result: dict = {"samples": len(samples), "max_new_tokens": task.max_new_tokens}
     predictions, busy = {}, []
     for b in BATCHES:
-        predictions[b], first, _ = timed(lambda: run(b))
+        predictions[b], first, _ = timed_call(lambda: run(b), quiet=False)
         times = []
         for _ in range(FLAGS.reps):
-            _, seconds, other = timed(lambda: run(b))
+            _, seconds, other = timed_call(lambda: run(b), quiet=False)
             times.append(seconds)
             busy.append(other)
         median = statistics.median(times)

@@ -34,7 +34,8 @@ FLAGS = flags.FLAGS
 # name -> (full arguments, quick arguments); the script is the first argument.
 BENCHMARKS = {
     "train": (["train_throughput.py", "--presets=demo,100m"],
-              ["train_throughput.py", "--presets=demo", "--reps=1", "--steps=1"]),
+              ["train_throughput.py", "--presets=demo", "--reps=1", "--steps=1",
+               "--warmup=1"]),
     "decode": (["decode_throughput.py", "--reps=5"],
                ["decode_throughput.py", "--reps=1", "--new_tokens=8"]),
     "decode_demo": (["decode_throughput.py", "--preset=demo", "--reps=5"],

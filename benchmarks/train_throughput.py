@@ -5,7 +5,8 @@ Both sides run the same step: next-token cross-entropy in float32 over the super
 (normalised by their count), global-norm clipping at 1.0, AdamW, every parameter trained. On CPU
 both compute in float32; with ``--dtype=bfloat16`` (GPUs) both keep float32 master weights and
 compute in bfloat16 (ours by the model's compute dtype, PyTorch by ``torch.autocast``).
-Repetitions of ``--steps`` steps are interleaved, after warm-up; the first losses of both sides
+Repetitions of ``--steps`` steps are interleaved, after ``--warmup`` steps of each side (the
+first compiles ours; the next let both sides' heaps settle); the first losses of both sides
 are printed as a check that they train the same thing.
 
 Model FLOPs per step are counted analytically (``basque_vlm.training.metrics.step_flops``: 2 per
@@ -36,6 +37,7 @@ from absl import app, flags, logging
 from flax import nnx
 from timing import BUSY_WARN, matmul_peak, timed_call
 
+from basque_vlm import cli
 from basque_vlm.model.vlm import VLM, VLMConfig
 from basque_vlm.training import metrics, optim
 from basque_vlm.training.state import init_train_state, split_trainable
@@ -45,6 +47,8 @@ flags.DEFINE_list("presets", ["demo", "100m"], "model shapes (benchmarks/presets
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype of both sides")
 flags.DEFINE_integer("reps", 5, "timed repetitions per side and preset")
 flags.DEFINE_integer("steps", 3, "optimizer steps per repetition")
+flags.DEFINE_integer("warmup", 3, "untimed steps of each side before the repetitions (the first "
+                     "one's time, less a step's, is the compile time)", lower_bound=1)
 flags.DEFINE_integer("rows", None, "batch rows (default: the preset's)")
 flags.DEFINE_integer("length", None, "tokens per row (default: the preset's)")
 flags.DEFINE_bool("scan_layers", False, "lax.scan over layers (default: unrolled, faster on CPU "
@@ -56,6 +60,9 @@ flags.DEFINE_string("attention", None, "our attention implementation (default: t
 flags.DEFINE_bool("reference", True, "also time the PyTorch reference (--noreference: ours only, "
                   "e.g. to try settings on a GPU)")
 flags.DEFINE_integer("threads", 2, "PyTorch CPU threads")
+flags.DEFINE_bool("reuse_memory", True, "on the CPU, keep freed memory for the next step, as "
+                  "`train` does (basque_vlm.host_memory); the setting is the process's, so both "
+                  "sides run under it")
 flags.DEFINE_string("json", None, "also write the result JSON here")
 FLAGS = flags.FLAGS
 
@@ -144,8 +151,11 @@ def measure(name: str, backend: str, torch_device: str) -> dict[str, Any]:
     del ours.initial
 
     first, first_loss = {}, {}
-    for side, run in runners.items():  # warm-up: compiles ours; one step each, same weights
+    for side, run in runners.items():  # the first step of each from the same weights
         first_loss[side], first[side], _ = timed_call(lambda: run(1))
+    for side, run in runners.items():
+        if FLAGS.warmup > 1:
+            run(FLAGS.warmup - 1)
     times = {side: [] for side in runners}
     busy = []
     for rep in range(FLAGS.reps):
@@ -167,6 +177,7 @@ def measure(name: str, backend: str, torch_device: str) -> dict[str, Any]:
     for side in runners:
         result[f"{side}_tokens_s"] = rows * length / step_s[side]
         result[f"{side}_step_s"] = step_s[side]
+        result[f"{side}_rep_step_s"] = [round(t, 4) for t in times[side]]
         result[f"{side}_tflop_s"] = flops / step_s[side] / 1e12
     if FLAGS.reference:
         result["ratio"] = statistics.median(t / o for o, t in zip(times["ours"], times["pytorch"]))
@@ -191,6 +202,9 @@ def print_table(results: list[dict[str, Any]], peak: float, spec: float | None) 
 
 def main(argv: list[str]) -> None:
     del argv
+    cli.skip_absent_tpu()
+    if FLAGS.reuse_memory:
+        cli.reuse_memory_on_cpu()
     logging.set_verbosity(logging.WARNING)
     backend = jax.default_backend()
     torch_device = "cuda" if backend == "gpu" and torch.cuda.is_available() else "cpu"
@@ -209,6 +223,7 @@ def main(argv: list[str]) -> None:
         results.append(r)
     print_table(results, peak, spec)
     out = {"device": jax.devices()[0].device_kind, "backend": backend,
+           "reuse_memory": FLAGS.reuse_memory,
            "matmul_peak_tflop_s": peak / 1e12, "datasheet_peak_tflop_s": spec and spec / 1e12,
            "seconds": time.perf_counter() - start, "results": results}
     if FLAGS.json:

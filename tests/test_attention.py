@@ -1,6 +1,6 @@
 """The attention kernels against the XLA reference: splash (the real Pallas kernel, interpreted on
-CPU, and compiled for a TPU slice), the cuDNN wrapper's masking (through jax.nn's XLA path), and
-which implementation ``auto`` picks where."""
+CPU, and compiled for a TPU slice), the blocked causal attention, the cuDNN wrapper's masking
+(through jax.nn's XLA path), and which implementation ``auto`` picks where."""
 
 from __future__ import annotations
 
@@ -53,6 +53,23 @@ def test_splash_matches_reference_on_real_tokens(causal):
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=2e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("length,block", [(256, 64), (100, 64), (100, 32), (40, 64)])
+def test_blocked_matches_reference_on_real_tokens(length, block):
+    """Blocks of queries over the keys up to their end, the last block partial or the only one."""
+    q, k, v, valid = (a[:, :length] for a in inputs(2))
+    ref = lambda q, k, v: reference(q, k, v, valid, True)  # noqa: E731
+    blocked = lambda q, k, v: attention.blocked_attention(  # noqa: E731
+        q, k, v, scale=SCALE, kv_valid=valid, block=block)
+    out = np.asarray(blocked(q, k, v))
+    real = np.asarray(valid, bool)
+    np.testing.assert_allclose(out[real], np.asarray(ref(q, k, v))[real], atol=2e-6, rtol=1e-5)
+    assert np.isfinite(out).all()  # left pads attend to pads: never a NaN
+    grads = jax.grad(real_rows_loss(blocked, valid), argnums=(0, 1, 2))(q, k, v)
+    ref_grads = jax.grad(real_rows_loss(ref, valid), argnums=(0, 1, 2))(q, k, v)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=2e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_fused_wrapper_masks_as_the_reference(causal):
     """The cuDNN path's masking and layout, run through jax.nn's XLA implementation."""
@@ -66,12 +83,17 @@ def test_fused_wrapper_masks_as_the_reference(causal):
     assert np.isfinite(np.asarray(ours)).all()  # pad rows attend to pads: never a NaN
 
 
-def shape(length=2048, kv_length=None, head_dim=128, dtype=jnp.bfloat16):
-    return dict(length=length, kv_length=kv_length or length, head_dim=head_dim, dtype=dtype)
+def shape(length=2048, kv_length=None, head_dim=128, dtype=jnp.bfloat16, causal=True):
+    return dict(length=length, kv_length=kv_length or length, head_dim=head_dim, dtype=dtype,
+                causal=causal)
 
 
 @pytest.mark.parametrize("setting,platform,kw,expected", [
-    ("auto", "cpu", {}, "xla"),
+    ("auto", "cpu", {}, "blocked"),
+    ("auto", "cpu", {"causal": False}, "xla"),                     # a vision tower
+    ("auto", "cpu", {"kv_length": 4096}, "xla"),
+    ("blocked", "tpu", {}, "blocked"),                              # pure XLA: anywhere
+    ("blocked", "gpu", {"causal": False}, "xla"),
     ("auto", "tpu", {}, "splash"),
     ("auto", "tpu", {"length": 577, "head_dim": 64}, "xla"),       # CLIP-L/336's patches
     ("auto", "tpu", {"kv_length": 4096}, "xla"),                     # a KV cache

@@ -1,11 +1,15 @@
-"""Scaled dot-product attention with grouped KV heads: the XLA reference, and two fused kernels.
+"""Scaled dot-product attention with grouped KV heads: the XLA reference, a blocked causal
+variant, and two fused kernels.
 
 - ``xla``: `dot_product_attention`, the reference (any platform, any mask, KV-cache decoding).
+- ``blocked``: causal self-attention a block of queries at a time, each block over the keys up to
+  its last query (`blocked_attention`; XLA, any platform).
 - ``splash``: Pallas splash attention on TPU (causal or full, padding as segment ids).
 - ``cudnn``: cuDNN flash attention on GPU, through ``jax.nn.dot_product_attention`` (bf16/fp16).
-- ``auto``: the platform's kernel where it applies, the reference elsewhere (`choose`).
+- ``auto``: the platform's kernel (``blocked`` on CPU) where it applies, the reference elsewhere
+  (`choose`).
 
-The kernels run self-attention without a cache (training, full forwards). Padding is handled as
+The kernels and ``blocked`` run self-attention without a cache (training, full forwards). Padding is handled as
 segments: real tokens attend to real tokens, pads to pads, so no query row is fully masked (no NaN
 in any kernel). Real rows agree with the reference; rows at pads (which carry no loss and which no
 real token reads) differ.
@@ -22,8 +26,10 @@ from jax.sharding import PartitionSpec
 
 from basque_vlm.model import sharding
 
-IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
-KERNEL_PLATFORM = {"splash": "tpu", "cudnn": "gpu"}
+IMPLEMENTATIONS = ("auto", "xla", "blocked", "cudnn", "splash")
+KERNEL_PLATFORM = {"splash": "tpu", "cudnn": "gpu", "blocked": "cpu"}  # what `auto` picks where
+PORTABLE = ("blocked",)  # pure XLA: may be named on any platform
+CAUSAL_BLOCK = 64  # query rows per block of `blocked` (on CPU the fastest of 32-256 at 256-512)
 SPLASH_BLOCKS = (512, 256, 128)  # the largest that divides the length is used
 Q_NAMES = ("batch", "length", "heads", "head_dim")
 KV_NAMES = ("batch", "length", "kv_heads", "head_dim")
@@ -67,10 +73,12 @@ def target_platform() -> str:
 
 
 def kernel_applies(kernel: str, *, length: int, kv_length: int, head_dim: int,
-                   dtype: jnp.dtype) -> str | None:
+                   dtype: jnp.dtype, causal: bool) -> str | None:
     """None if ``kernel`` can compute this self-attention, else the reason it cannot."""
     if kv_length != length:
         return "queries and keys differ in length (a KV cache)"
+    if kernel == "blocked":
+        return None if causal else "blocked attention is causal only"
     if kernel == "splash":
         if length % SPLASH_BLOCKS[-1] or head_dim % 128:
             return (f"splash needs a length and a head_dim that are multiples of 128, got "
@@ -88,9 +96,10 @@ def choose(implementation: str, platform: str, **shape) -> str:
     """The implementation that computes an attention of ``shape`` (`kernel_applies`'s) on
     ``platform``.
 
-    ``auto``: the platform's kernel (splash on TPU, cuDNN on GPU) where it applies, else
-    ``xla``. A named kernel is used wherever it applies and the reference elsewhere (a KV cache,
-    a vision tower's 577 tokens), but naming one for another platform is an error.
+    ``auto``: the platform's kernel (splash on TPU, cuDNN on GPU, blocked on CPU) where it
+    applies, else ``xla``. A named kernel is used wherever it applies and the reference elsewhere
+    (a KV cache, a vision tower's 577 tokens), but naming splash or cuDNN for another platform is
+    an error.
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"unknown attention implementation {implementation!r}; choose one of "
@@ -100,7 +109,7 @@ def choose(implementation: str, platform: str, **shape) -> str:
     if implementation == "auto":
         kernel = next((n for n, p in KERNEL_PLATFORM.items() if p == platform), None)
         return kernel if kernel and kernel_applies(kernel, **shape) is None else "xla"
-    if KERNEL_PLATFORM[implementation] != platform:
+    if KERNEL_PLATFORM[implementation] != platform and implementation not in PORTABLE:
         raise ValueError(f"attention={implementation!r} runs on {KERNEL_PLATFORM[implementation]}"
                          f", but this computation targets {platform}; use 'auto' or 'xla'")
     return implementation if kernel_applies(implementation, **shape) is None else "xla"
@@ -111,11 +120,13 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float, ca
     """Attention of a sequence over itself: ``q: [B, T, H, D]``, ``k, v: [B, T, KVH, D]``,
     ``kv_valid: [B, T]`` (1 = real token) or None; ``implementation`` as in `choose`."""
     kind = choose(implementation, target_platform(), length=q.shape[1], kv_length=k.shape[1],
-                  head_dim=q.shape[3], dtype=q.dtype)
-    if kind == "splash":
+                  head_dim=q.shape[3], dtype=q.dtype, causal=causal)
+    if kind == "blocked":
+        out = blocked_attention(q, k, v, scale=scale, kv_valid=kv_valid)
+    elif kind == "splash":
         # Its residuals (output and logsumexp) are named "attention_residuals" in the kernel.
         return splash_attention(q, k, v, scale=scale, causal=causal, kv_valid=kv_valid)
-    if kind == "cudnn":
+    elif kind == "cudnn":
         out = fused_attention(q, k, v, scale=scale, causal=causal, kv_valid=kv_valid)
     else:
         if causal:
@@ -126,6 +137,38 @@ def self_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float, ca
                 kv_valid[:, None, :].astype(bool), (q.shape[0], q.shape[1], k.shape[1]))
         out = dot_product_attention(q, k, v, mask, scale)
     return checkpoint_name(out, "attention_out")  # for remat policies (layers.REMAT_POLICIES)
+
+
+def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
+                      kv_valid: jax.Array | None, block: int = CAUSAL_BLOCK) -> jax.Array:
+    """Causal self-attention, ``block`` queries at a time, each block scoring only the keys up to
+    its last query: for ``n`` blocks, ``(n + 1) / 2n`` of the scores the reference computes (and
+    masks). Heads go first, so both products are plain batched matmuls over (batch, KV head):
+    on CPU, forward + backward take 0.5-0.6× the reference's time at 256-512 tokens, on par
+    with PyTorch's flash kernel. The padding is segments, as in the kernels."""
+    b, t, h, d = q.shape
+    kv_heads = k.shape[2]
+    groups = h // kv_heads
+    q = q.transpose(0, 2, 1, 3).reshape(b, kv_heads, groups, t, d)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    segments = jnp.ones((b, t), bool) if kv_valid is None else kv_valid.astype(bool)
+    slots = jnp.arange(t)
+    outs = []
+    for start in range(0, t, block):
+        end = min(start + block, t)
+        rows = end - start
+        q_block = q[:, :, :, start:end].reshape(b, kv_heads, groups * rows, d)
+        scores = jnp.einsum("bkqd,bksd->bkqs", q_block, k[:, :, :end],
+                            preferred_element_type=jnp.float32) * scale
+        mask = ((slots[None, :end] <= slots[start:end, None])[None]
+                & (segments[:, start:end, None] == segments[:, None, :end]))
+        scores = jnp.where(mask[:, None, None], scores.reshape(b, kv_heads, groups, rows, end),
+                           jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bkqs,bksd->bkqd", probs.reshape(b, kv_heads, groups * rows, end),
+                         v[:, :, :end])
+        outs.append(out.reshape(b, kv_heads, groups, rows, d))
+    return jnp.concatenate(outs, axis=3).reshape(b, h, t, d).transpose(0, 2, 1, 3)
 
 
 def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float, causal: bool,

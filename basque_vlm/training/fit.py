@@ -141,9 +141,10 @@ def attention_choices(cfg: VLMConfig, platform: str, length: int) -> dict[str, s
     t, v = cfg.text, cfg.vision
     patches = v.num_patches + int(v.has_class_token)
     return {"text": attention.choose(t.attention, platform, length=length, kv_length=length,
-                                     head_dim=t.head_dim, dtype=t.dtype),
+                                     head_dim=t.head_dim, dtype=t.dtype, causal=True),
             "vision": attention.choose(v.attention, platform, length=patches, kv_length=patches,
-                                       head_dim=v.hidden_size // v.num_heads, dtype=v.dtype)}
+                                       head_dim=v.hidden_size // v.num_heads, dtype=v.dtype,
+                                       causal=False)}
 
 
 def with_batch(config: Any, per_chip: int, remat: str, shards: int) -> Any:

@@ -5,9 +5,9 @@ from a worker thread and freed when the execution ends: 3.5 GB for a training st
 benchmark model, 100 MB for the demo's. glibc serves a request that large from a fresh ``mmap``
 (a worker thread's arena cannot hold it) and unmaps it on ``free``, so every step page-faults
 its whole temporary buffer in again: 880,000 faults and 15% of the ~100M step's time, 40% of
-the demo model's step on one device. `keep_freed_memory` serves every thread from the one main heap and never hands its
-free top back to the kernel, so the next step reuses the same pages. The price: the process keeps
-its peak heap, which it needs again at every step anyway.
+the demo model's step on one device. `keep_freed_memory` serves every thread from the one main
+heap and never hands its free top back to the kernel, so the next step reuses the same pages.
+The price: the process keeps its peak heap, which it needs again at every step anyway.
 """
 
 from __future__ import annotations

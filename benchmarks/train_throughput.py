@@ -153,8 +153,8 @@ def measure(name: str, backend: str, torch_device: str) -> dict[str, Any]:
     first, first_loss = {}, {}
     for side, run in runners.items():  # the first step of each from the same weights
         first_loss[side], first[side], _ = timed_call(lambda: run(1))
-    for side, run in runners.items():
-        if FLAGS.warmup > 1:
+    if FLAGS.warmup > 1:
+        for run in runners.values():
             run(FLAGS.warmup - 1)
     times = {side: [] for side in runners}
     busy = []

@@ -60,7 +60,8 @@ def test_cpu_executions_reuse_their_temporary_memory():
 def test_a_config_override_of_no_key_is_one_line():
     result = run_cli.run("train", "--config=configs/demo.py", "--workdir=unused",
                          "--config.train.num_step=5")
-    run_cli.assert_one_line_error(result, "train", "--config.train.num_step: the config has no key 'num_step'",
+    run_cli.assert_one_line_error(result, "train",
+                                  "--config.train.num_step: the config has no key 'num_step'",
                                   'Did you mean "num_steps"')
     result = run_cli.run("train", "--config=configs/demo.py", "--workdir=unused",
                          "--config.train.num_steps=many")

@@ -9,10 +9,10 @@ variant, and two fused kernels.
 - ``auto``: the platform's kernel (``blocked`` on CPU) where it applies, the reference elsewhere
   (`choose`).
 
-The kernels and ``blocked`` run self-attention without a cache (training, full forwards). Padding is handled as
-segments: real tokens attend to real tokens, pads to pads, so no query row is fully masked (no NaN
-in any kernel). Real rows agree with the reference; rows at pads (which carry no loss and which no
-real token reads) differ.
+The kernels and ``blocked`` run self-attention without a cache (training, full forwards).
+Padding is handled as segments: real tokens attend to real tokens, pads to pads, so no query row
+is fully masked (no NaN). Real rows agree with the reference; rows at pads (which carry no loss
+and which no real token reads) differ.
 """
 
 from __future__ import annotations

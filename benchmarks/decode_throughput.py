@@ -7,7 +7,9 @@ left-padded chat prompts at batch 1 and 8. Repetitions are interleaved so that d
 hits both sides alike; before each one we wait (a while) for the machine to be quiet, and during
 each we record the CPU share that other processes used. Compile time (our first call minus our
 fastest call) is reported apart. The same run measures the memory read bandwidth, which bounds
-batch-1 decoding: every step reads all the weights. The last stdout line is JSON.
+batch-1 decoding: every step reads all the weights. At batch 1 each side is also timed with one
+new token (the prompt's prefill and the first token), so that the decoding steps' own rate (the
+full call less that one, per step) compares with the bound. The last stdout line is JSON.
 
     python benchmarks/decode_throughput.py [--reps=5] [--new_tokens=64] [--scan_layers]
     python benchmarks/decode_throughput.py --preset=1b --dtype=bfloat16 --scan_layers
@@ -95,15 +97,16 @@ def main(argv: list[str]) -> None:
     bandwidth = read_bandwidth(on_device=backend != "cpu")
     ours, theirs, cases = (smollm2_models(device) if FLAGS.preset == "smollm2"
                            else preset_models(FLAGS.preset, device))
+    ours = decode.for_decoding(ours)  # as the evaluation runner decodes
     theirs.generation_config.eos_token_id = None  # exactly new_tokens, as ours with eos_ids=()
     pad_id = ours.cfg.pad_token_id or 0
     llm_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(ours.language_model)))
 
-    def run_ours(inputs):
+    def run_ours(inputs, new_tokens=new_tokens):
         return decode.generate(ours, inputs["input_ids"], inputs["attention_mask"],
                                max_new_tokens=new_tokens, eos_ids=())
 
-    def run_theirs(inputs):
+    def run_theirs(inputs, new_tokens=new_tokens):
         with torch.no_grad():
             out = theirs.generate(input_ids=torch.from_numpy(inputs["input_ids"]).to(device),
                                   attention_mask=torch.from_numpy(
@@ -119,8 +122,11 @@ def main(argv: list[str]) -> None:
         for name, run in runners.items():
             outs[name], first_call[name, b], _ = timed_call(lambda: run(inputs))
         same_tokens[b] = bool(np.array_equal(outs["ours"], outs["transformers"]))
+    for run in runners.values():
+        run(cases[1], 1)  # compiles the prefill-only call timed below
 
     times = {key: [] for key in first_call}
+    prefill = {name: [] for name in runners}  # batch 1, one new token: the prompt's cost
     busyness = []
     for rep in range(FLAGS.reps):
         for b, inputs in cases.items():
@@ -131,6 +137,8 @@ def main(argv: list[str]) -> None:
                 if busy > BUSY_WARN:
                     print(f"warning: rep {rep} {name} batch {b}: other processes used {busy:.0%} "
                           "of the CPUs; its timing is unreliable", file=sys.stderr)
+        for name, run in runners.items():
+            prefill[name].append(timed_call(lambda: run(cases[1], 1))[1])
 
     median = {key: statistics.median(ts) for key, ts in times.items()}
 
@@ -159,6 +167,14 @@ def main(argv: list[str]) -> None:
         result[f"same_tokens_b{b}"] = same_tokens[b]
         print(f"      ours / transformers at batch {b}: {result[f'ratio_b{b}']:.2f}x (median of "
               f"the per-repetition ratios), {result[f'ratio_fastest_b{b}']:.2f}x (fastest of each)")
+    for name in runners:  # each repetition's full call less its prefill-only call, per step
+        steps = [(full - first) / (new_tokens - 1)
+                 for full, first in zip(times[name, 1], prefill[name])]
+        result[f"{name}_b1_step_tokens_s"] = 1 / statistics.median(steps)
+        result[f"{name}_b1_prefill_s"] = statistics.median(prefill[name])
+        print(f"batch 1 {name}: {result[f'{name}_b1_step_tokens_s']:.1f} tokens/s in the decoding "
+              f"steps ({result[f'{name}_b1_step_tokens_s'] / result['bound_b1_tokens_s']:.0%} of "
+              f"the bound), prefill + first token {result[f'{name}_b1_prefill_s']:.3f} s")
     print(f"other processes' CPU share per timed call: max {max(busyness):.0%}, "
           f"median {statistics.median(busyness):.0%}")
     print(json.dumps(result))

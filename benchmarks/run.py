@@ -80,9 +80,13 @@ def rows(name: str, r: dict[str, Any]) -> list[tuple[str, float | None, float | 
             target = (">= 1.0x" if b == 1 else ">= 1.3x") if name == "decode" else ""
             out.append((f"decode {r['preset']} batch {b} tokens/s", r[f"ours_b{b}_tokens_s"],
                         r[f"transformers_b{b}_tokens_s"], target, ""))
-        out.append((f"decode {r['preset']} batch 1 share of the weight-read bound",
+        out.append((f"decode {r['preset']} batch 1 share of read bound (with prefill)",
                     r["ours_b1_tokens_s"] / r["bound_b1_tokens_s"],
                     r["transformers_b1_tokens_s"] / r["bound_b1_tokens_s"],
+                    "", "%"))
+        out.append((f"decode {r['preset']} batch 1 share of read bound (steps only)",
+                    r["ours_b1_step_tokens_s"] / r["bound_b1_tokens_s"],
+                    r["transformers_b1_step_tokens_s"] / r["bound_b1_tokens_s"],
                     ">= 90%" if name == "decode" else "", "%"))
         out.append((f"decode {r['preset']} compile s (batch 1)", r["compile_b1_s"], None, "", "s"))
     elif name == "data":

@@ -14,6 +14,7 @@ from transformers import AutoProcessor, TopPLogitsWarper
 from basque_vlm import checkpoint
 from basque_vlm.infer import decode, sampling
 from basque_vlm.infer.prompts import chat_inputs
+from basque_vlm.model.layers import Linear
 
 PROMPTS = ["What is in the image?", "Zer dago irudian?", "Bai",
            "The capital of France is Paris. Euskal Herriko hiriburua ez da Paris.",
@@ -67,6 +68,37 @@ def test_greedy_with_images_matches_transformers(llava, kind, strategy, scan):
     assert inputs["attention_mask"][:, 0].min() == 0  # the batch is really left-padded
     assert decode.trim(ours(model, inputs, NEW), cfg.eos_token_ids) == reference(
         torch_model, inputs, NEW, cfg.eos_token_ids)
+
+
+def test_for_decoding_fuses_per_layer_projections_and_keeps_every_token(llava):
+    torch_model, processor, ckpt = llava("siglip", "full")
+    cfg, model = checkpoint.load_model(ckpt, scan_layers=False)
+    ready = decode.for_decoding(model)
+    layers = ready.language_model.layers
+    assert isinstance(layers, nnx.List) and len(layers) == cfg.text.num_layers
+    assert layers[0].self_attn.q_proj is None and layers[0].self_attn.qkv_proj is not None
+    assert layers[0].mlp.gate_proj is None and layers[0].mlp.gate_up_proj is not None
+    assert not isinstance(model.language_model.layers, nnx.List)  # the original is untouched
+    inputs = chat_inputs(processor, PROMPTS[:2], images(2))
+    np.testing.assert_array_equal(ours(ready, inputs, NEW), ours(model, inputs, NEW))
+    assert decode.trim(ours(ready, inputs, NEW), cfg.eos_token_ids) == reference(
+        torch_model, inputs, NEW, cfg.eos_token_ids)
+    _, scanned = checkpoint.load_model(ckpt, scan_layers=True)  # decodes scanned: as it was
+    assert not isinstance(decode.for_decoding(scanned).language_model.layers, nnx.List)
+
+
+def test_joined_projection_is_its_parts_side_by_side():
+    rngs = nnx.Rngs(0)
+    parts = [Linear((8,), (heads, 2), ("embed", "heads", "head_dim"), use_bias=True, rngs=rngs)
+             for heads in (4, 2, 2)]
+    for p in parts:
+        p.bias[...] = jax.random.normal(rngs.params(), p.bias.shape)
+    x = jax.random.normal(jax.random.key(1), (3, 5, 8))
+    joined = Linear.joined(parts)
+    assert joined.kernel.shape == (8, 8, 2)
+    assert joined.kernel.get_metadata()["out_sharding"] == ("embed", "heads", "head_dim")
+    np.testing.assert_allclose(joined(x), jnp.concatenate([p(x) for p in parts], axis=-2),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_text_only_assembled_matches_llama(tmp_path):

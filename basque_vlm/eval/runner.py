@@ -56,7 +56,7 @@ class Generator:
     def _set(self, cfg: Any, model: Any, processor: Any, batch_size: int) -> None:
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
-        self.cfg, self.model = cfg, model
+        self.cfg, self.model = cfg, decode.for_decoding(model)
         self.batch_size = batch_size
 
     def __call__(self, prompts: Sequence[str], images: Sequence[Callable[[], Image.Image] | None],

@@ -80,7 +80,8 @@ class Assistant:
         self.processor = AutoProcessor.from_pretrained(str(ckpt))
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         overrides = {"scan_layers": scan_layers, **({"dtype": dtype} if dtype else {})}
-        self.cfg, self.model = checkpoint.load_model(ckpt, dtype, **overrides)
+        self.cfg, model = checkpoint.load_model(ckpt, dtype, **overrides)
+        self.model = decode.for_decoding(model)
         self.options = {"max_new_tokens": 64, **options}
 
     def __repr__(self) -> str:

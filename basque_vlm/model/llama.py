@@ -144,17 +144,32 @@ class Attention(nnx.Module):
                              rngs=rngs, dtype=dt)
         self.o_proj = Linear((h, hd), (d,), ("heads", "head_dim", "embed"), use_bias=bias,
                              rngs=rngs, dtype=dt)
+        self.qkv_proj = nnx.data(None)  # q_proj, k_proj and v_proj in one, after `fuse_projections`
         self.scale = hd ** -0.5
         self.implementation = cfg.attention
+        self.num_heads = h
+
+    def fuse_projections(self) -> None:
+        """One matmul for the queries, keys and values (for decoding: see `for_decoding`)."""
+        self.qkv_proj = Linear.joined([self.q_proj, self.k_proj, self.v_proj])
+        self.q_proj = self.k_proj = self.v_proj = None
+
+    def project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        if self.qkv_proj is None:
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        qkv = self.qkv_proj(x)
+        kv_heads = (qkv.shape[-2] - self.num_heads) // 2
+        return tuple(jnp.split(qkv, [self.num_heads, self.num_heads + kv_heads], axis=-2))
 
     def __call__(self, x, positions, inv_freq, kv_valid, cache, offset):
         """``cache`` is None (keys are ``x`` itself) or ``{"k", "v": [B, S, KVH, D]}`` that gets
         this call's keys at slot ``offset``; returns ``(out, updated cache or None)``."""
+        q, k, v = self.project(x)
         # The names let a remat policy (layers.REMAT_POLICIES) keep these activations (and
         # `self_attention` names its own).
-        q = checkpoint_name(apply_rope(self.q_proj(x), positions, inv_freq), "query_proj")
-        k = checkpoint_name(apply_rope(self.k_proj(x), positions, inv_freq), "key_proj")
-        v = checkpoint_name(self.v_proj(x), "value_proj")
+        q = checkpoint_name(apply_rope(q, positions, inv_freq), "query_proj")
+        k = checkpoint_name(apply_rope(k, positions, inv_freq), "key_proj")
+        v = checkpoint_name(v, "value_proj")
         if cache is None:
             out = self_attention(q, k, v, scale=self.scale, causal=True, kv_valid=kv_valid,
                                  implementation=self.implementation)
@@ -175,9 +190,19 @@ class MLP(nnx.Module):
         self.gate_proj = Linear((d,), (f,), ("embed", "mlp"), use_bias=b, rngs=rngs, dtype=dt)
         self.up_proj = Linear((d,), (f,), ("embed", "mlp"), use_bias=b, rngs=rngs, dtype=dt)
         self.down_proj = Linear((f,), (d,), ("mlp", "embed"), use_bias=b, rngs=rngs, dtype=dt)
+        self.gate_up_proj = nnx.data(None)  # gate_proj and up_proj in one, after `fuse_projections`
+
+    def fuse_projections(self) -> None:
+        """One matmul for the gate and the up projection (for decoding: see `for_decoding`)."""
+        self.gate_up_proj = Linear.joined([self.gate_proj, self.up_proj])
+        self.gate_proj = self.up_proj = None
 
     def __call__(self, x):
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is None:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        else:
+            gate, up = jnp.split(self.gate_up_proj(x), 2, axis=-1)
+        return self.down_proj(jax.nn.silu(gate) * up)
 
 
 class DecoderLayer(nnx.Module):

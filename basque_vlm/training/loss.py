@@ -28,8 +28,12 @@ def chunked_cross_entropy_sum(hidden: jax.Array, output_embedding: jax.Array,
     once). ``T`` need not divide by ``chunk``: the last chunk is padded with unsupervised
     positions."""
     rows, length, width = hidden.shape
+
+    def logits_of(h: jax.Array) -> jax.Array:  # a 2-D matmul: see `model.layers`
+        return (h.reshape(-1, width) @ output_embedding).reshape(*h.shape[:-1], -1)
+
     if chunk <= 0 or chunk >= length:
-        return cross_entropy_sum(hidden @ output_embedding, targets, mask)
+        return cross_entropy_sum(logits_of(hidden), targets, mask)
     pad = -length % chunk
     if pad:
         hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
@@ -42,8 +46,7 @@ def chunked_cross_entropy_sum(hidden: jax.Array, output_embedding: jax.Array,
 
     @jax.checkpoint  # keep only each chunk's hidden states: its logits are recomputed
     def chunk_loss(h: jax.Array, t: jax.Array, m: jax.Array) -> jax.Array:
-        logits = (h.reshape(-1, width) @ output_embedding).reshape(rows, chunk, -1)
-        return cross_entropy_sum(logits, t, m)
+        return cross_entropy_sum(logits_of(h), t, m)
 
     def body(total: jax.Array, xs: tuple[jax.Array, ...]) -> tuple[jax.Array, None]:
         return total + chunk_loss(*xs), None

@@ -22,6 +22,7 @@ bfloat16 on GPU) — and on GPUs also the datasheet's dense bf16 peak. The last 
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import sys
 import time
@@ -157,11 +158,15 @@ def measure(name: str, backend: str, torch_device: str) -> dict[str, Any]:
         for run in runners.values():
             run(FLAGS.warmup - 1)
     times = {side: [] for side in runners}
+    faults = {side: [] for side in runners}  # minor page faults per step: the heap growing
     busy = []
     for rep in range(FLAGS.reps):
         for side, run in runners.items():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             _, seconds, other = timed_call(lambda: run(FLAGS.steps), quiet=backend == "cpu")
             times[side].append(seconds / FLAGS.steps)
+            faults[side].append(
+                (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // FLAGS.steps)
             busy.append(other)
             if other > BUSY_WARN and backend == "cpu":
                 print(f"warning: {name} rep {rep} {side}: other processes used {other:.0%} of "
@@ -178,6 +183,7 @@ def measure(name: str, backend: str, torch_device: str) -> dict[str, Any]:
         result[f"{side}_tokens_s"] = rows * length / step_s[side]
         result[f"{side}_step_s"] = step_s[side]
         result[f"{side}_rep_step_s"] = [round(t, 4) for t in times[side]]
+        result[f"{side}_rep_page_faults"] = faults[side]
         result[f"{side}_tflop_s"] = flops / step_s[side] / 1e12
     if FLAGS.reference:
         result["ratio"] = statistics.median(t / o for o, t in zip(times["ours"], times["pytorch"]))

@@ -53,17 +53,15 @@ class Linear(nnx.Module):
         self.bias = (param(rngs, zeros, self.out_shape, names[len(self.in_shape):])
                      if use_bias else None)
 
-    @classmethod
-    def joined(cls, parts: Sequence[Linear]) -> Linear:
+    @staticmethod
+    def joined(parts: Sequence[Linear]) -> Linear:
         """One projection computing ``parts`` (same inputs) at once, their outputs side by side on
         the first output axis: one weight read instead of several when decoding."""
         first = parts[0]
         axis = len(first.in_shape)
         kernel = jnp.concatenate([p.kernel[...] for p in parts], axis=axis)
-        names = first.kernel.get_metadata()["out_sharding"][-kernel.ndim:]  # not a `layers` axis
-        joined = nnx.eval_shape(lambda: cls(first.in_shape, kernel.shape[axis:], names,
-                                            use_bias=first.bias is not None, rngs=nnx.Rngs(0),
-                                            dtype=first.dtype))
+        joined = nnx.clone(first)  # its settings and axis names, with the joined weights
+        joined.out_shape = kernel.shape[axis:]
         joined.kernel.set_value(kernel)
         if first.bias is not None:
             joined.bias.set_value(jnp.concatenate([p.bias[...] for p in parts]))

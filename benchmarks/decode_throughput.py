@@ -170,11 +170,14 @@ def main(argv: list[str]) -> None:
     for name in runners:  # each repetition's full call less its prefill-only call, per step
         steps = [(full - first) / (new_tokens - 1)
                  for full, first in zip(times[name, 1], prefill[name])]
-        result[f"{name}_b1_step_tokens_s"] = 1 / statistics.median(steps)
+        step_s = statistics.median(steps)
+        # None: the steps took less than the timing spread (a few tokens, one repetition)
+        rate = result[f"{name}_b1_step_tokens_s"] = 1 / step_s if step_s > 0 else None
         result[f"{name}_b1_prefill_s"] = statistics.median(prefill[name])
-        print(f"batch 1 {name}: {result[f'{name}_b1_step_tokens_s']:.1f} tokens/s in the decoding "
-              f"steps ({result[f'{name}_b1_step_tokens_s'] / result['bound_b1_tokens_s']:.0%} of "
-              f"the bound), prefill + first token {result[f'{name}_b1_prefill_s']:.3f} s")
+        share = "too short to tell" if rate is None else (
+            f"{rate:.1f} tokens/s, {rate / result['bound_b1_tokens_s']:.0%} of the bound")
+        print(f"batch 1 {name}: decoding steps {share}; prefill + first token "
+              f"{result[f'{name}_b1_prefill_s']:.3f} s")
     print(f"other processes' CPU share per timed call: max {max(busyness):.0%}, "
           f"median {statistics.median(busyness):.0%}")
     print(json.dumps(result))

@@ -84,9 +84,9 @@ def rows(name: str, r: dict[str, Any]) -> list[tuple[str, float | None, float | 
                     r["ours_b1_tokens_s"] / r["bound_b1_tokens_s"],
                     r["transformers_b1_tokens_s"] / r["bound_b1_tokens_s"],
                     "", "%"))
+        steps = [r[f"{side}_b1_step_tokens_s"] for side in ("ours", "transformers")]
         out.append((f"decode {r['preset']} batch 1 share of read bound (steps only)",
-                    r["ours_b1_step_tokens_s"] / r["bound_b1_tokens_s"],
-                    r["transformers_b1_step_tokens_s"] / r["bound_b1_tokens_s"],
+                    *[None if s is None else s / r["bound_b1_tokens_s"] for s in steps],
                     ">= 90%" if name == "decode" else "", "%"))
         out.append((f"decode {r['preset']} compile s (batch 1)", r["compile_b1_s"], None, "", "s"))
     elif name == "data":

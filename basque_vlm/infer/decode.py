@@ -64,19 +64,20 @@ def for_decoding(model: VLM) -> VLM:
     at every call instead: on CPU, a tenth of a 64-token answer. Returns a new model that shares
     the other weights; drop the old one to free its stacked layers."""
     ready = nnx.merge(*nnx.split(model))
-    lm = ready.language_model
-    if not lm.cfg.scan_layers and not isinstance(lm.layers, nnx.List):
-        lm.layers = nnx.List(decode_layers(lm.layers))
+    _unroll_layers(ready.language_model)
     return ready
 
 
-def decode_layers(layers: nnx.Module) -> list[nnx.Module]:
-    """Per-layer modules with fused projections, from stacked decoder ``layers``."""
-    modules = unstack_layers(layers)
+def _unroll_layers(lm: nnx.Module) -> None:
+    """Replaces stacked decoder layers that decode unrolled by per-layer modules with fused
+    projections (in place; a no-op for scanned or already unrolled layers)."""
+    if lm.cfg.scan_layers or isinstance(lm.layers, nnx.List):
+        return
+    modules = unstack_layers(lm.layers)
     for layer in modules:
         layer.self_attn.fuse_projections()
         layer.mlp.fuse_projections()
-    return modules
+    lm.layers = nnx.List(modules)
 
 
 def left_pad(input_ids: np.ndarray, attention_mask: np.ndarray, pad_id: int,
@@ -105,8 +106,7 @@ def _generate(graphdef, state, input_ids, attention_mask, pixel_values, rng, tem
     kv_valid = jnp.concatenate(
         [attention_mask, jnp.ones((batch, max_new_tokens), attention_mask.dtype)], axis=1)
     positions = positions_from_mask(attention_mask)
-    if not lm.cfg.scan_layers and not isinstance(lm.layers, nnx.List):  # not `for_decoding`'s
-        lm.layers = nnx.List(decode_layers(lm.layers))
+    _unroll_layers(lm)  # inside the call, unless `for_decoding` did it once
     cache = init_cache(lm.cfg, batch, length + max_new_tokens)
     if isinstance(lm.layers, nnx.List):  # unrolled: each step updates per-layer caches in place
         cache = unstack_cache(cache)

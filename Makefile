@@ -24,7 +24,6 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow tests
 
 DEMO_WORKDIR ?= workdir/demo
-DEMO_IMAGE := .cache/demo_data/raw/images/heldout/00000.png
 
 # Trains configs/demo.py (resumes, or only evaluates, when DEMO_WORKDIR already holds the run).
 # Two CPU devices (unless XLA_FLAGS is set): XLA runs the demo's small ops on one core per device.
@@ -33,9 +32,11 @@ demo: setup
 	  $(BIN)/python -m basque_vlm.train --config=configs/demo.py --workdir=$(DEMO_WORKDIR)
 	$(BIN)/python -m basque_vlm.evaluate --checkpoint=$(DEMO_WORKDIR) \
 	  --tasks=demo_vqa_eu,demo_vqa_en --out=$(DEMO_WORKDIR)/eval.json
-	@echo "checkpoint: $(DEMO_WORKDIR) (its latest step); chat with it:"
-	@echo "  $(BIN)/python -m basque_vlm.generate --checkpoint=$(DEMO_WORKDIR) \\"
-	@echo "    --image=$(DEMO_IMAGE) --prompt='Zenbat zirkulu daude irudian?'"
+	@image=$$($(BIN)/python -c 'from basque_vlm.demo import synthetic; \
+	  print(synthetic.default_root() / "raw/images/heldout/00000.png")'); \
+	  echo "checkpoint: $(DEMO_WORKDIR) (its latest step); chat with it:"; \
+	  echo "  $(BIN)/python -m basque_vlm.generate --checkpoint=$(DEMO_WORKDIR) \\"; \
+	  echo "    --image=$$image --prompt='Zenbat zirkulu daude irudian?'"
 
 # A smoke run of every benchmark (a few minutes); bench-full writes benchmarks/results/cpu.json.
 bench: setup

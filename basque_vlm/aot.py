@@ -25,7 +25,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from basque_vlm import cli
+from basque_vlm.runtime import cli
 
 config_flags.DEFINE_config_file("config", None, "Experiment config, as for train.")
 flags.DEFINE_string("topology", None, "TPU slice: v4-8, v5e-8, v5e-16, v5p-8, v6e-8, ... or a "
@@ -84,11 +84,11 @@ def _aot() -> None:
         raise ValueError("--config and --topology are required")
     jax.config.update("jax_platforms", "cpu")  # only compiles: never claim a local accelerator
     cli.quiet_libraries()
-    from basque_vlm import tpu_topologies
-    from basque_vlm.training import fit, metrics, setup
+    from basque_vlm.tpu import fit, topologies
+    from basque_vlm.training import metrics, setup
 
-    tpu = tpu_topologies.parse(FLAGS.topology)
-    devices = tpu_topologies.devices(tpu)
+    tpu = topologies.parse(FLAGS.topology)
+    devices = topologies.devices(tpu)
     hbm = tpu.generation.hbm_gib * fit.GIB
     config, stored = FLAGS.config, _architecture(FLAGS.config)
     peak_flops = metrics.peak_flops(devices[0].device_kind)

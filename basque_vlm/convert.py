@@ -19,9 +19,10 @@ import ml_dtypes
 import numpy as np
 from absl import app, flags
 
-from basque_vlm import checkpoint, cli
 from basque_vlm.hf import importer
 from basque_vlm.model.connector import CONNECTORS
+from basque_vlm.runtime import cli
+from basque_vlm.store import checkpoint
 
 PROG = "convert"
 DTYPES = {"auto": None, "float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
@@ -86,30 +87,24 @@ def convert(out: Path) -> dict:
     return params
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        cli.fail(PROG, f"unexpected arguments: {' '.join(argv[1:])}")
+def _convert() -> None:
     cli.quiet_libraries()
-    cli.run(PROG, check_flags)
+    check_flags()
     out = Path(FLAGS.out)
     existed = out.exists()
     start = time.perf_counter()
-
-    def body() -> None:
-        try:
-            params = convert(out)
-        except BaseException:
-            shutil.rmtree(out, ignore_errors=True)  # leave --out as it was: a rerun just works
-            if existed:
-                out.mkdir()
-            raise
-        leaves = jax.tree.leaves(params)
-        dtypes = "+".join(sorted({str(a.dtype) for a in leaves}))
-        print(f"{PROG}: wrote {out}: {sum(a.size for a in leaves):,} parameters ({dtypes}), "
-              f"{sum(a.nbytes for a in leaves):,} bytes, {time.perf_counter() - start:.1f} s")
-
-    cli.run(PROG, body)
+    try:
+        params = convert(out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # leave --out as it was: a rerun just works
+        if existed:
+            out.mkdir()
+        raise
+    leaves = jax.tree.leaves(params)
+    dtypes = "+".join(sorted({str(a.dtype) for a in leaves}))
+    print(f"{PROG}: wrote {out}: {sum(a.size for a in leaves):,} parameters ({dtypes}), "
+          f"{sum(a.nbytes for a in leaves):,} bytes, {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(PROG, _convert))

@@ -14,8 +14,8 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-from basque_vlm import cli
 from basque_vlm.data import pipeline, stats
+from basque_vlm.runtime import cli
 
 config_flags.DEFINE_config_file("config", None, "Experiment config (e.g. configs/demo.py).")
 flags.DEFINE_integer("num_examples", 2000, "Examples to draw.")

@@ -9,7 +9,7 @@ the Markdown table of the scores (Basque and English side by side) to ``OUT_STEM
 is also printed. Open-ended tasks (``wildvision_*``) are judged pairwise against the reference
 answers by ``--judge_url``/``--judge_model`` (an OpenAI-compatible endpoint) or
 ``--judge_checkpoint`` (a checkpoint of ours), and always exported for human annotators
-(``OUT_STEM.TASK.annotation.csv``). Multi-process: see ``basque_vlm.distributed``; process 0
+(``OUT_STEM.TASK.annotation.csv``). Multi-process: see ``basque_vlm.runtime.distributed``; process 0
 writes the files.
 """
 
@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 import jax
 from absl import app, flags
 
-from basque_vlm import cli, distributed, paths
 from basque_vlm.eval import judge, report, runner, suite, tasks
-
-DEMO_DATA = Path(__file__).resolve().parent.parent / ".cache" / "demo_data"  # configs/demo.py's
+from basque_vlm.runtime import cli, distributed, paths
 
 flags.DEFINE_string("checkpoint", None, "Project checkpoint or training workdir (latest step); "
                     "local or gs://.")
-flags.DEFINE_string("tasks", None, f"Comma-separated tasks: {', '.join(tasks.TASKS)}.")
+flags.DEFINE_string("tasks", None, "Comma-separated tasks (vqav2_eu, aokvqa_mc_en, ..., "
+                    "demo_vqa_eu; README, 'Evaluation').")
 flags.DEFINE_string("out", None, "Results JSON; predictions and table are written beside it "
                     "(local or gs://).")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N samples of each task.",
@@ -37,8 +37,6 @@ flags.DEFINE_integer("batch_size", 16, "Prompts answered together (per process).
 flags.DEFINE_string("data_dir", os.environ.get("BASQUE_VLM_EVAL_DATA", "eval_data"),
                     "Task data: DATA_DIR/<task name>/*.parquet|jsonl|json (default: "
                     "$BASQUE_VLM_EVAL_DATA or ./eval_data).")
-flags.DEFINE_string("demo_data", str(DEMO_DATA), "Synthetic demo data root (demo_vqa_*; "
-                    "generated on first use).")
 flags.DEFINE_enum("prompt_lang", "auto", ["auto", "en", "eu"],
                   "Instruction language: auto = the task's own language.")
 flags.DEFINE_integer("max_new_tokens", None, "Override every task's answer length.",
@@ -81,9 +79,9 @@ def _evaluate() -> None:
     distributed.init()
     cli.quiet_libraries()
     out = paths.path(FLAGS.out)  # local, or gs://...
-    sources = tasks.Sources(Path(FLAGS.data_dir), Path(FLAGS.demo_data))
     # Every task's data is read (and checked) before the model loads.
-    loaded = {t.name: runner.load_samples(t, sources, FLAGS.limit) for t in chosen_tasks}
+    loaded = {t.name: runner.load_samples(t, Path(FLAGS.data_dir), FLAGS.limit)
+              for t in chosen_tasks}
     overrides = {k: v for k, v in (("scan_layers", FLAGS.scan_layers), ("dtype", FLAGS.dtype))
                  if v is not None}
     generator = runner.Generator(FLAGS.checkpoint, FLAGS.batch_size, FLAGS.param_dtype,

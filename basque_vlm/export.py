@@ -13,8 +13,9 @@ from pathlib import Path
 
 from absl import app, flags
 
-from basque_vlm import checkpoint, cli
 from basque_vlm.hf import shards, writer
+from basque_vlm.runtime import cli
+from basque_vlm.store import checkpoint
 
 PROG = "export"
 
@@ -44,23 +45,17 @@ def check_flags() -> int:
     return size
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        cli.fail(PROG, f"unexpected arguments: {' '.join(argv[1:])}")
+def _export() -> None:
     cli.quiet_libraries()
-
-    def body() -> None:
-        start = time.perf_counter()
-        max_shard_bytes = check_flags()
-        if checkpoint.load_config(FLAGS.checkpoint).connector == "linear":
-            print(writer.LINEAR_NOTE)
-        files = writer.export_checkpoint(FLAGS.checkpoint, FLAGS.out, max_shard_bytes, log=print)
-        size = sum(f.stat().st_size for f in files)
-        print(f"{PROG}: wrote {FLAGS.out}: {len(files)} safetensors file(s), {size:,} bytes, "
-              f"{time.perf_counter() - start:.1f} s")
-
-    cli.run(PROG, body)
+    start = time.perf_counter()
+    max_shard_bytes = check_flags()
+    if checkpoint.load_config(FLAGS.checkpoint).connector == "linear":
+        print(writer.LINEAR_NOTE)
+    files = writer.export_checkpoint(FLAGS.checkpoint, FLAGS.out, max_shard_bytes, log=print)
+    size = sum(f.stat().st_size for f in files)
+    print(f"{PROG}: wrote {FLAGS.out}: {len(files)} safetensors file(s), {size:,} bytes, "
+          f"{time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main(PROG, _export))

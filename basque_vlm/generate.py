@@ -10,15 +10,17 @@ generated ids, up to and including the end-of-turn token).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from absl import app, flags, logging
-from PIL import Image, UnidentifiedImageError
 
-from basque_vlm import checkpoint, cli, paths
+from basque_vlm.data.image import open_image
 from basque_vlm.infer.assistant import complete
 from basque_vlm.infer.prompts import chat_inputs
+from basque_vlm.runtime import cli
+from basque_vlm.store import checkpoint
 
 flags.DEFINE_string("checkpoint", None, "project checkpoint folder (see `convert`) or training "
                     "workdir (its latest step); local or gs://", required=True)
@@ -34,53 +36,35 @@ flags.DEFINE_string("output_json", None, "also write {text, token_ids} here")
 FLAGS = flags.FLAGS
 
 
-class InputError(ValueError):
-    """Bad user input: reported in one line, without a traceback."""
-
-
-def read_image(path: str) -> Image.Image:
-    if not Path(path).is_file():
-        raise InputError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"cannot read image {path}: {e}") from None
+def prompt_inputs(checkpoint_dir: str, prompt: str, image_path: str | None
+                  ) -> tuple[Any, dict[str, np.ndarray]]:
+    """The checkpoint's processor, and the model inputs of the prompt (one user message)."""
+    checkpoint.load_config(checkpoint_dir)
+    image = None if image_path is None else open_image(image_path)
+    processor = checkpoint.load_processor(checkpoint_dir)  # once the input is known good
+    return processor, chat_inputs(processor, [prompt], None if image is None else [image])
 
 
 def run(checkpoint_dir: str, prompt: str, image_path: str | None, max_new_tokens: int,
         temperature: float, top_p: float, seed: int) -> dict:
     """``{"text": answer, "token_ids": generated ids}``."""
-    checkpoint.load_config(checkpoint_dir)
-    image = None if image_path is None else read_image(image_path)
-    from transformers import AutoProcessor  # slow to import: only once the input is known good
-
-    try:
-        processor = AutoProcessor.from_pretrained(str(paths.local_copy(checkpoint_dir)))
-    except OSError as e:
-        raise InputError(f"cannot load the tokenizer/processor of {checkpoint_dir}: {e}") from None
-    inputs = chat_inputs(processor, [prompt], None if image is None else [image])
+    processor, inputs = prompt_inputs(checkpoint_dir, prompt, image_path)
     # One prompt: the scanned decoder compiles several times faster than the unrolled one.
     _, model = checkpoint.load_model(checkpoint_dir, scan_layers=True)
     return complete(model, processor, inputs, max_new_tokens=max_new_tokens,
                     temperature=temperature, top_p=top_p, seed=seed)
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def _generate() -> None:
     cli.skip_absent_tpu()
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs each step of a load at INFO
-    try:
-        result = run(FLAGS.checkpoint, FLAGS.prompt, FLAGS.image, FLAGS.max_new_tokens,
-                     FLAGS.temperature, FLAGS.top_p, FLAGS.seed)
-    except (checkpoint.CheckpointNotFound, InputError) as e:
-        sys.exit(f"generate: {e}")
+    result = run(FLAGS.checkpoint, FLAGS.prompt, FLAGS.image, FLAGS.max_new_tokens,
+                 FLAGS.temperature, FLAGS.top_p, FLAGS.seed)
     print(result["text"])
     if FLAGS.output_json:
         Path(FLAGS.output_json).write_text(json.dumps(result, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(cli.main("generate", _generate))

@@ -15,8 +15,8 @@ import json
 
 from absl import app, flags
 
-from basque_vlm import cli
 from basque_vlm.data import sources
+from basque_vlm.runtime import cli
 
 flags.DEFINE_string("input", None, "LLaVA/OpenAI-style JSON list or JSONL file.", required=True)
 flags.DEFINE_string("image_root", None, "Folder the records' image paths are relative to.",

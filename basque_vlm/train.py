@@ -20,7 +20,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from basque_vlm import cli, distributed, paths
+from basque_vlm.runtime import cli, distributed, paths
 
 config_flags.DEFINE_config_file("config", None, "Experiment config (e.g. configs/demo.py; the "
                                 "8B configs take the stage: configs/llama31_8b.py:instruct).")

@@ -30,10 +30,9 @@ import numpy as np
 import psutil
 from absl import app, flags
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from basque_vlm.hf.shards import LazyTensor, write_safetensors
 
-from basque_vlm.hf.shards import LazyTensor, write_safetensors  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 flags.DEFINE_float("size_gb", 2.0, "least size of the synthetic LLM's weights, in GB (1e9 bytes)")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "dtype of the synthetic weights")
@@ -129,8 +128,7 @@ def run_sampled(cmd: list[str]) -> tuple[int, int, float, str]:
 
 def main(argv: list[str]) -> None:
     del argv
-    import tiny_models
-
+    from basque_vlm.testing import tiny_models
     dtype = np.dtype(np.float32 if FLAGS.dtype == "float32" else ml_dtypes.bfloat16)
     work = Path(tempfile.mkdtemp(prefix="convert_memory.", dir=FLAGS.workdir))
     try:

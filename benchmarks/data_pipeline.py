@@ -23,10 +23,11 @@ import numpy as np
 from absl import app, flags
 from image_preprocess import photo_like_jpeg
 
-from basque_vlm import cli
-from basque_vlm.data import mixture, pipeline, sources, synthetic
+from basque_vlm.data import mixture, pipeline, sources
 from basque_vlm.data.chat import collate
-from basque_vlm.data.image import load_image, preprocess
+from basque_vlm.data.image import open_image, preprocess
+from basque_vlm.demo import synthetic
+from basque_vlm.runtime import cli
 
 flags.DEFINE_integer("samples", 1024, "samples per timed pipeline run")
 flags.DEFINE_integer("batch_size", 32, "global batch size")
@@ -117,14 +118,14 @@ def stage_costs(data: dict) -> dict[str, float]:
     renderer = pipeline.load_renderer(spec.tokenizer_dir, spec.tokens_per_image,
                                       spec.max_length)
     records = [stream[k] for k in range(n)]
-    images = [load_image(r.images[0]) for r in records[:64]]
+    images = [open_image(r.images[0]) for r in records[:64]]
     examples = [renderer.render(r.conversation) for r in records]
     batches = [records[i:i + FLAGS.batch_size] for i in range(0, n, FLAGS.batch_size)]
     costs = {
         "read_record": per_sample_ms(lambda i: source[i], range(len(source))),
         "mix_and_read": per_sample_ms(lambda k: stream[k], range(n, 2 * n)),
         "render_tokenize": per_sample_ms(lambda r: renderer.render(r.conversation), records),
-        "jpeg_decode": per_sample_ms(lambda r: load_image(r.images[0]), records[:64]),
+        "jpeg_decode": per_sample_ms(lambda r: open_image(r.images[0]), records[:64]),
         "preprocess_336": per_sample_ms(lambda im: preprocess(im, spec.image_spec), images),
         "collate": per_sample_ms(lambda i: collate(examples[i:i + 1], 2048, renderer.pad_id),
                                  range(n)),

@@ -25,22 +25,19 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import presets
+import reference
 import torch
 from absl import app, flags, logging
 from flax import nnx
-import presets
-import reference
 from timing import BUSY_WARN, read_bandwidth, timed_call
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from basque_vlm import checkpoint
 from basque_vlm.infer import decode
 from basque_vlm.infer.prompts import chat_inputs
 from basque_vlm.model.vlm import VLM
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import checkpoints  # noqa: E402
-import smollm2  # noqa: E402
+from basque_vlm.store import checkpoint
+from basque_vlm.testing import checkpoints, smollm2
 
 flags.DEFINE_integer("reps", 5, "timed repetitions of each case")
 flags.DEFINE_integer("new_tokens", 64, "tokens generated per row")

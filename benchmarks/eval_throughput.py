@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,11 +22,7 @@ from absl import app, flags, logging
 from timing import timed_call
 
 from basque_vlm.eval import runner, tasks
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import checkpoints  # noqa: E402
-import eval_fixtures  # noqa: E402
-import smollm2  # noqa: E402
+from basque_vlm.testing import checkpoints, eval_fixtures, smollm2
 
 flags.DEFINE_integer("samples", 32, "vqav2_en fixture samples")
 flags.DEFINE_integer("reps", 3, "timed runs per batch size")
@@ -44,7 +39,7 @@ def main(argv: list[str]) -> None:
         ckpt = checkpoints.assembled(smollm2.hf_folder(), root / "ckpt")
         eval_fixtures.write_parquet(root / "data" / "vqav2_en" / "val.parquet",
                                     eval_fixtures.vqav2("en", FLAGS.samples))
-        samples, _ = runner.load_samples(task, tasks.Sources(root / "data", root), None)
+        samples, _ = runner.load_samples(task, root / "data", None)
         generator = runner.Generator(ckpt, BATCHES[0])
 
     def run(batch: int) -> list[str]:

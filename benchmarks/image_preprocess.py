@@ -1,6 +1,6 @@
 """Image preprocessing throughput: a 640×480 JPEG → CLIP-336 ``pixel_values``, one core.
 
-Times decode + EXIF + RGB + resize + crop + normalise (``load_image`` then ``preprocess``), beside
+Times decode + EXIF + RGB + resize + crop + normalise (``open_image`` then ``preprocess``), beside
 transformers' ``CLIPImageProcessorPil`` on the same decoded image, and reports the largest
 difference between the two outputs. The last stdout line is JSON.
 
@@ -18,7 +18,7 @@ from absl import app, flags
 from PIL import Image
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from basque_vlm.data.image import ImageSpec, load_image, preprocess
+from basque_vlm.data.image import ImageSpec, open_image, preprocess
 
 flags.DEFINE_integer("images", 200, "images per timed pass")
 FLAGS = flags.FLAGS
@@ -49,10 +49,10 @@ def main(argv):
     processor = CLIPImageProcessorPil(size={"shortest_edge": 336},
                                       crop_size={"height": 336, "width": 336})
     spec = ImageSpec.from_config(processor.to_dict())
-    decoded = load_image(data)
+    decoded = open_image(data)
     result = {
         "jpeg_bytes": len(data),
-        "ours_images_per_s": rate(lambda: preprocess(load_image(data), spec), FLAGS.images),
+        "ours_images_per_s": rate(lambda: preprocess(open_image(data), spec), FLAGS.images),
         "ours_preprocess_only_images_per_s": rate(lambda: preprocess(decoded, spec),
                                                   FLAGS.images),
         "transformers_preprocess_only_images_per_s": rate(

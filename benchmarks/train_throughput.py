@@ -38,8 +38,8 @@ from absl import app, flags, logging
 from flax import nnx
 from timing import BUSY_WARN, matmul_peak, timed_call
 
-from basque_vlm import cli
 from basque_vlm.model.vlm import VLM, VLMConfig
+from basque_vlm.runtime import cli
 from basque_vlm.training import metrics, optim
 from basque_vlm.training.state import init_train_state, split_trainable
 from basque_vlm.training.step import make_train_step

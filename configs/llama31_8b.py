@@ -1,7 +1,7 @@
 """Llama-3.1-8B-Instruct + CLIP ViT-L/14-336 + a linear connector: the paper's English-centric
 backbone (Arana et al., "Multimodal Large Language Models for Low-Resource Languages: A Case Study
-for Basque"), trained with its two-stage recipe (`common.paper`). The stage is the config's
-argument (default ``align``):
+for Basque"), trained with its two-stage recipe (`basque_vlm.training.configs.paper`). The stage
+is the config's argument (default ``align``):
 
     python -m basque_vlm.convert --llm_dir=Llama-3.1-8B-Instruct \\
         --vision_dir=clip-vit-large-patch14-336 --projector=linear --out=$ROOT/ckpt/llama31_8b
@@ -11,16 +11,12 @@ argument (default ``align``):
         --workdir=$ROOT/workdirs/llama31_8b_instruct --config.data.basque_ratio=0.2
 """
 
-import sys
-from pathlib import Path
-
 import ml_collections
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # configs/common.py, from any cwd
-import common  # noqa: E402
+from basque_vlm.training import configs
 
 NAME = "llama31_8b"
 
 
 def get_config(stage: str = "align") -> ml_collections.ConfigDict:
-    return common.paper(stage, NAME, converted=f"{common.PAPER_ROOT}/ckpt/{NAME}")
+    return configs.paper(stage, NAME, converted=f"{configs.PAPER_ROOT}/ckpt/{NAME}")

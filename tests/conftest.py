@@ -13,14 +13,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    import smollm2
-
+    from basque_vlm.testing import smollm2
     return smollm2.hf_folder()
 
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
-    """The synthetic demo data (``configs/demo.py``'s), generated once per test session."""
-    from basque_vlm.data import synthetic
+    """The synthetic demo data (``configs/demo.py``'s), generated once per test session; the
+    demo tasks and ``configs/demo.py`` find it through ``$BASQUE_VLM_DEMO_DATA`` (this process's
+    and its subprocesses')."""
+    from basque_vlm.demo import synthetic
 
-    return synthetic.ensure(tmp_path_factory.mktemp("demo") / "data")
+    root = synthetic.ensure(tmp_path_factory.mktemp("demo") / "data")
+    os.environ["BASQUE_VLM_DEMO_DATA"] = str(root)
+    return root

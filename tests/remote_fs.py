@@ -122,8 +122,8 @@ class MappedOrbax:
 def serve(monkeypatch, root: Path) -> MappedOrbax:
     """``gs://`` served from ``root`` for epath/fsspec and the project's Orbax calls, until the
     test ends. Returns the Orbax recorder."""
-    from basque_vlm import checkpoint
-    from basque_vlm.training import checkpoint as training_checkpoint
+    from basque_vlm.store import checkpoint
+    from basque_vlm.training import workdir
 
     root.mkdir(parents=True, exist_ok=True)
     monkeypatch.setattr(LocalBuckets, "root", str(root))
@@ -131,7 +131,7 @@ def serve(monkeypatch, root: Path) -> MappedOrbax:
         monkeypatch.setitem(sys.modules["fsspec.registry"]._registry, protocol, LocalBuckets)
     epath_backend.fsspec_backend._get_filesystem.cache_clear()  # see clear_filesystems
     orbax = MappedOrbax(root)
-    for module in (checkpoint, training_checkpoint):
+    for module in (checkpoint, workdir):
         monkeypatch.setattr(module, "ocp", orbax)
     return orbax
 

@@ -6,12 +6,12 @@ import json
 
 import libtpu  # noqa: F401  (make setup installs it: a missing libtpu fails, it is not skipped)
 import pytest
-
 import run_cli
-from basque_vlm import tpu_topologies
-from basque_vlm.model.vlm import VLMConfig
-from basque_vlm.training import metrics
 from data_helpers import REPO, demo_config
+
+from basque_vlm.model.vlm import VLMConfig
+from basque_vlm.tpu import topologies
+from basque_vlm.training import metrics
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,11 @@ def test_bad_topology_is_one_line():
 
 
 def test_topology_names():
-    assert [tpu_topologies.parse(n).topology for n in ("v4-8", "v5e-8", "v5e-16", "v5p-8",
+    assert [topologies.parse(n).topology for n in ("v4-8", "v5e-8", "v5e-16", "v5p-8",
                                                        "v5p-16", "v6e-8")] == [
         "v4:2x2x1", "v5e:2x4", "v5e:4x4", "v5p:2x2x1", "v5p:2x2x2", "v6e:2x4"]
-    assert tpu_topologies.parse("v5p-8").chips == 4  # v4/v5p names count TensorCores
-    assert tpu_topologies.parse("v6e:4x4").chips == 16
+    assert topologies.parse("v5p-8").chips == 4  # v4/v5p names count TensorCores
+    assert topologies.parse("v6e:4x4").chips == 16
 
 
 def available_hbm_gib(device) -> float:
@@ -79,5 +79,5 @@ def available_hbm_gib(device) -> float:
 
 @pytest.mark.parametrize("name", ["v4-8", "v5e-8", "v5p-8", "v6e-8"])
 def test_hbm_table_is_the_compilers(name):
-    tpu = tpu_topologies.parse(name)
-    assert available_hbm_gib(tpu_topologies.devices(tpu)[0]) == tpu.generation.hbm_gib
+    tpu = topologies.parse(name)
+    assert available_hbm_gib(topologies.devices(tpu)[0]) == tpu.generation.hbm_gib

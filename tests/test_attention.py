@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 
-from basque_vlm import tpu_topologies
 from basque_vlm.model import attention, sharding
+from basque_vlm.tpu import topologies
 
 B, T, H, KVH, D = 2, 256, 4, 2, 128
 SCALE = D ** -0.5
@@ -119,7 +119,7 @@ def test_choose_refuses_a_kernel_of_another_platform(setting, platform):
 def test_splash_compiles_for_a_tpu_slice_sharded():
     """``auto`` under a mesh of v5e-8's compile-only devices lowers to the Pallas kernel, one per
     (batch, heads) shard, and the forward and backward passes compile."""
-    mesh = sharding.make_mesh(2, 2, 2, tpu_topologies.devices(tpu_topologies.parse("v5e-8")))
+    mesh = sharding.make_mesh(2, 2, 2, topologies.devices(topologies.parse("v5e-8")))
     b, t, h, kvh = 8, 1024, 8, 4
 
     def spec(shape, names, dtype=jnp.bfloat16):
@@ -145,6 +145,7 @@ def test_splash_compiles_for_a_tpu_slice_sharded():
 
 def test_compute_section_selects_the_implementation():
     from data_helpers import REPO, demo_config
+
     from basque_vlm.training import setup
 
     config = demo_config(REPO)

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-import tiny_models
 
 from basque_vlm.data.chat import ChatRenderer, Example, TemplateError, choose_pad_id, collate
-from basque_vlm.data.conversation import Conversation, Message
+from basque_vlm.data.conversation import IMAGE_PLACEHOLDER, Conversation, Message
 from basque_vlm.data.errors import DataError, ErrorKind
+from basque_vlm.testing import tiny_models
 
-IMAGE = tiny_models.IMAGE_TOKEN
+IMAGE = IMAGE_PLACEHOLDER
 # Each case: messages as (role, text); the assistant texts are the expected supervised replies.
 CASES = {
     "single": [("user", "What is in the image?"), ("assistant", "A cat.")],

@@ -5,12 +5,11 @@ import subprocess
 import sys
 
 import pytest
-from jax._src import hardware_utils
-
 import run_cli
+from jax._src import hardware_utils
 from run_cli import ROOT
 
-START_JAX = ("from basque_vlm import cli; cli.skip_absent_tpu(); import jax; "
+START_JAX = ("from basque_vlm.runtime import cli; cli.skip_absent_tpu(); import jax; "
              "print(jax.default_backend())")
 
 
@@ -27,7 +26,7 @@ def test_no_tpu_runtime_noise_on_a_machine_without_a_tpu():
 
 FAULT_PROBE = """
 import resource
-from basque_vlm import cli
+from basque_vlm.runtime import cli
 from basque_vlm import train  # noqa: F401  (what the tool imports comes first)
 cli.skip_absent_tpu()
 cli.reuse_memory_on_cpu()

@@ -9,14 +9,14 @@ import shutil
 import jax
 import numpy as np
 import pytest
+import run_cli
 import sentencepiece as spm
 import torch
 from safetensors.numpy import load_file, save_file
 
-import run_cli
-import tiny_models
-from basque_vlm import checkpoint
 from basque_vlm.hf import importer
+from basque_vlm.store import checkpoint
+from basque_vlm.testing import tiny_models
 
 SP_VOCAB = 400
 

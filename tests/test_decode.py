@@ -1,20 +1,19 @@
 """Batched prefill + KV-cache decoding against transformers' generate and our own full forward."""
 
-import checkpoints
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tiny_models
 import torch
 from flax import nnx
 from PIL import Image
 from transformers import AutoProcessor, TopPLogitsWarper
 
-from basque_vlm import checkpoint
 from basque_vlm.infer import decode, sampling
 from basque_vlm.infer.prompts import chat_inputs
 from basque_vlm.model.layers import Linear
+from basque_vlm.store import checkpoint
+from basque_vlm.testing import checkpoints, tiny_models
 
 PROMPTS = ["What is in the image?", "Zer dago irudian?", "Bai",
            "The capital of France is Paris. Euskal Herriko hiriburua ez da Paris.",

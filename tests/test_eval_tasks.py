@@ -1,17 +1,15 @@
 """Task loaders on fixture files in the released schemas, scoring through the runner with
 scripted answers, and bad task files reported in one line naming the file and row."""
 
-import checkpoints
-import eval_fixtures
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import run_cli
-import tiny_models
 from PIL import Image
 
 from basque_vlm.eval import metrics, runner, tasks
 from basque_vlm.eval.taskdata import TaskDataError
+from basque_vlm.testing import checkpoints, eval_fixtures, tiny_models
 
 
 class Scripted:
@@ -28,14 +26,14 @@ class Scripted:
 
 
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory, demo_root):
+def data_dir(tmp_path_factory, demo_root):
     data = eval_fixtures.write_all(tmp_path_factory.mktemp("eval_data"))
-    return tasks.Sources(data, demo_root)
+    return data
 
 
-def evaluate(name, sources, answers, limit=None, prompt_lang=None):
+def evaluate(name, data_dir, answers, limit=None, prompt_lang=None):
     task = tasks.TASKS[name]
-    samples, skipped = runner.load_samples(task, sources, limit)
+    samples, skipped = runner.load_samples(task, data_dir, limit)
     scripted = Scripted(answers(samples) if callable(answers) else answers)
     records = runner.gather(runner.answer(task, samples, scripted, prompt_lang or task.lang))
     return runner.summarize(task, records, skipped, prompt_lang or task.lang), records, scripted
@@ -45,9 +43,9 @@ def right_on_even(samples, right, wrong):
     return [right(s) if i % 2 == 0 else wrong(s) for i, s in enumerate(samples)]
 
 
-def test_vqav2_scores_and_prompt(sources):
+def test_vqav2_scores_and_prompt(data_dir):
     # each fixture answer appears twice among the ten annotators' answers: 0.6 when right
-    result, records, scripted = evaluate("vqav2_en", sources, lambda samples: right_on_even(
+    result, records, scripted = evaluate("vqav2_en", data_dir, lambda samples: right_on_even(
         samples, lambda s: s.target[0].capitalize() + ".", lambda s: "banana"))
     assert result == {"accuracy": pytest.approx(0.3), "n": 6, "prompt": "en"}
     assert scripted.prompts[0] == ("What is in the image?\nAnswer the question using a single "
@@ -55,11 +53,11 @@ def test_vqav2_scores_and_prompt(sources):
     assert records[0]["references"][:2] == ["cat", "dog"] and records[0]["id"] == "1000"
 
 
-def test_basque_prompt_and_override(sources):
-    _, _, eu = evaluate("vqav2_eu", sources, ["x"] * 6)
+def test_basque_prompt_and_override(data_dir):
+    _, _, eu = evaluate("vqav2_eu", data_dir, ["x"] * 6)
     assert eu.prompts[0] == ("Zer dago irudian?\nErantzun galderari hitz bakar batez edo esaldi "
                              "labur batez.")
-    result, _, en = evaluate("vqav2_eu", sources, ["x"] * 6, prompt_lang="en")
+    result, _, en = evaluate("vqav2_eu", data_dir, ["x"] * 6, prompt_lang="en")
     assert en.prompts[0].endswith("\nAnswer the question using a single word or phrase.")
     assert result["prompt"] == "en"
 
@@ -67,8 +65,8 @@ def test_basque_prompt_and_override(sources):
 @pytest.mark.parametrize("lang,instruction", [
     ("en", "\nAnswer with the option's letter from the given choices directly."),
     ("eu", "\nErantzun zuzenean emandako aukeretako letrarekin.")])
-def test_multiple_choice(sources, lang, instruction):
-    result, records, scripted = evaluate(f"aokvqa_mc_{lang}", sources, lambda samples: [
+def test_multiple_choice(data_dir, lang, instruction):
+    result, records, scripted = evaluate(f"aokvqa_mc_{lang}", data_dir, lambda samples: [
         "ABCD"[s.target] + "." if i % 3 == 0 else s.choices[s.target] if i % 3 == 1
         else "?" for i, s in enumerate(samples)])
     assert result == {"accuracy": pytest.approx(4 / 6), "n": 6, "prompt": lang, "unparsed": 2}
@@ -77,28 +75,28 @@ def test_multiple_choice(sources, lang, instruction):
     assert records[0]["choice"] == "ABCD"[records[0]["index"] % 4]
 
 
-def test_direct_answer_skips_difficult_questions(sources):
-    result, records, _ = evaluate("aokvqa_da_en", sources, lambda samples: right_on_even(
+def test_direct_answer_skips_difficult_questions(data_dir):
+    result, records, _ = evaluate("aokvqa_da_en", data_dir, lambda samples: right_on_even(
         samples, lambda s: "cat", lambda s: "Cat"))
     assert result == {"accuracy": pytest.approx(3 / 5), "n": 5, "prompt": "en", "skipped": 1}
     assert "q4" not in {r["id"] for r in records}
 
 
 @pytest.mark.parametrize("lang,yes,no", [("en", "Yes.", "No"), ("eu", "Bai, hala da.", "Ez")])
-def test_yes_no(sources, lang, yes, no):
+def test_yes_no(data_dir, lang, yes, no):
     def answers(samples):
         truth = [metrics.parse_yes_no(s.target) for s in samples]
         return [(yes if t else no) if i % 2 == 0 else (no if t else yes)
                 for i, t in enumerate(truth)]
 
-    result, _, _ = evaluate(f"pixmo_capqa_{lang}", sources, answers)
+    result, _, _ = evaluate(f"pixmo_capqa_{lang}", data_dir, answers)
     assert result == {"accuracy": pytest.approx(3 / 5), "n": 5, "prompt": lang, "skipped": 1,
                       "unparsed": 0}
 
 
 @pytest.mark.parametrize("lang", ["en", "eu"])
-def test_demo_tasks_read_the_heldout_split(sources, lang):
-    result, records, scripted = evaluate(f"demo_vqa_{lang}", sources, lambda samples:
+def test_demo_tasks_read_the_heldout_split(data_dir, lang):
+    result, records, scripted = evaluate(f"demo_vqa_{lang}", data_dir, lambda samples:
                                          right_on_even(samples, lambda s: s.target.lower(),
                                                        lambda s: "-"), limit=4)
     assert result == {"accuracy": 0.5, "n": 4, "prompt": lang}
@@ -106,8 +104,8 @@ def test_demo_tasks_read_the_heldout_split(sources, lang):
     assert records[0]["id"].startswith("heldout-") and records[0]["id"].endswith(lang)
 
 
-def test_open_ended_is_not_scored_by_the_runner(sources):
-    result, records, _ = evaluate("wildvision_eu", sources, ["Katu bat."] * 3)
+def test_open_ended_is_not_scored_by_the_runner(data_dir):
+    result, records, _ = evaluate("wildvision_eu", data_dir, ["Katu bat."] * 3)
     assert result == {"n": 3, "prompt": "eu"}
     assert records[0]["references"] == ["A cat sits on a table."]
 
@@ -115,7 +113,7 @@ def test_open_ended_is_not_scored_by_the_runner(sources):
 def test_vqa_answers_as_plain_strings(tmp_path, demo_root):
     rows = [{"question": "Zer?", "answers": ["katua"] * 10, "image": eval_fixtures.hf_image(0)}]
     eval_fixtures.write_parquet(tmp_path / "vqav2_eu" / "eu.parquet", rows)
-    result, _, _ = evaluate("vqav2_eu", tasks.Sources(tmp_path, demo_root), ["Katua."])
+    result, _, _ = evaluate("vqav2_eu", tmp_path, ["Katua."])
     assert result["accuracy"] == 1.0
 
 
@@ -139,7 +137,7 @@ def test_bad_files_raise_naming_file_and_row(tmp_path, demo_root, case):
     elif case == "empty_folder":
         folder.mkdir()
     with pytest.raises(TaskDataError) as error:
-        runner.load_samples(tasks.TASKS["aokvqa_mc_en"], tasks.Sources(tmp_path, demo_root), None)
+        runner.load_samples(tasks.TASKS["aokvqa_mc_en"], tmp_path, None)
     message = str(error.value)
     assert str(folder) in message and "\n" not in message
     if case != "empty_folder":

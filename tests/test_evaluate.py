@@ -4,13 +4,11 @@ the results JSON, the predictions JSONL and the table; 1 and 2 processes agree."
 import json
 import socket
 
-import checkpoints
-import eval_fixtures
 import pytest
 import run_cli
-import tiny_models
 
 from basque_vlm.eval import tasks
+from basque_vlm.testing import checkpoints, eval_fixtures, tiny_models
 
 ALL = ",".join(tasks.TASKS)
 # Every scorer, loader format and the judge, for the 1-process vs 2-process comparison.
@@ -33,7 +31,7 @@ def runs(tmp_path_factory, demo_root):
     ckpt = checkpoints.from_llava(root / "hf", root / "ckpt")
     data = eval_fixtures.write_all(root / "data")
     common = [f"--checkpoint={ckpt}", f"--data_dir={data}",
-              f"--demo_data={demo_root}", "--limit=5", "--max_new_tokens=6",
+              "--limit=5", "--max_new_tokens=6",
               f"--judge_checkpoint={ckpt}", "--judge_max_new_tokens=6"]
     port = free_port()
     two = [[*common, f"--tasks={','.join(SUBSET)}", f"--out={root / 'two' / 'results.json'}",

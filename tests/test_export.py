@@ -6,16 +6,15 @@ import json
 
 import jax
 import numpy as np
+import parity
 import pytest
+import run_cli
 import torch
 from safetensors.numpy import load_file
 
-import checkpoints
-import parity
-import run_cli
-import tiny_models
-from basque_vlm import checkpoint
 from basque_vlm.hf import importer, writer
+from basque_vlm.store import checkpoint
+from basque_vlm.testing import checkpoints, tiny_models
 
 
 def load_hf(folder):

@@ -4,17 +4,16 @@ import json
 import subprocess
 import sys
 
-import checkpoints
 import numpy as np
 import pytest
-import tiny_models
 import torch
 from PIL import Image
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from basque_vlm import checkpoint
 from basque_vlm.infer import decode
 from basque_vlm.infer.prompts import chat_inputs
+from basque_vlm.store import checkpoint
+from basque_vlm.testing import checkpoints, tiny_models
 
 NEW = 8
 

@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 import pytest
-import tiny_models
 from PIL import Image
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
-from basque_vlm.data.image import ImageSpec, load_image, preprocess
+from basque_vlm.data.image import ImageSpec, open_image, preprocess
+from basque_vlm.testing import tiny_models
 
 SIZES = [(37, 53), (640, 481), (300, 300), (45, 700), (700, 45)]  # (width, height)
 TOLERANCE = 1e-5  # measured: 0.0, the same PIL resize and float ops give identical bits
@@ -135,22 +135,23 @@ def test_exif_orientation_is_applied(tmp_path):
     data = png_bytes(Image.fromarray(pixels), exif=exif)
     (tmp_path / "r.png").write_bytes(data)
     for source in (data, tmp_path / "r.png", str(tmp_path / "r.png")):
-        upright = np.asarray(load_image(source))
+        upright = np.asarray(open_image(source))
         assert upright.shape == (40, 20, 3)
         assert (upright[:20] == (255, 0, 0)).all() and (upright[20:] == (0, 0, 255)).all()
 
 
 def test_sixteen_bit_greyscale_is_scaled():
     values = np.array([[0, 257, 65535], [32896, 1000, 65278]], np.uint16)
-    image = load_image(png_bytes(Image.fromarray(values)))
-    assert image.mode == "L"
-    assert np.asarray(image).tolist() == [[0, 1, 255], [128, 4, 254]]
+    image = open_image(png_bytes(Image.fromarray(values)))
+    assert image.mode == "RGB"
+    assert np.asarray(image)[..., 0].tolist() == [[0, 1, 255], [128, 4, 254]]
+    assert (np.asarray(image) == np.asarray(image)[..., :1]).all()
 
 
 def test_corrupt_data_raises():
     with pytest.raises(Exception):
-        load_image(b"GIF89a not really")
+        open_image(b"GIF89a not really")
     jpeg = io.BytesIO()
     random_image(64, 64).save(jpeg, format="JPEG")
     with pytest.raises(OSError):
-        load_image(jpeg.getvalue()[:500])
+        open_image(jpeg.getvalue()[:500])

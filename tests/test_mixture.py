@@ -4,9 +4,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from data_helpers import demo_config
 
 from basque_vlm.data import mixture, sources
-from data_helpers import demo_config
 
 
 def shares_of(tree, positions, leaf):

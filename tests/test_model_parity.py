@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import parity
 import pytest
 from safetensors.numpy import load_file, save_file
 
-import parity
-import tiny_models
-from basque_vlm import checkpoint
 from basque_vlm.hf import importer
+from basque_vlm.store import checkpoint
+from basque_vlm.testing import tiny_models
 
 LLAMA_CASES = {
     "llama3-gqa-untied": {},

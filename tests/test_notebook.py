@@ -10,21 +10,22 @@ import json
 import shutil
 from pathlib import Path
 
-import checkpoints
 import jax
 import nbformat
 import numpy as np
 import pytest
-import tiny_models
 import torch
 from flax import nnx
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 from PIL import Image
 
-from basque_vlm import checkpoint, generate
-from basque_vlm.infer import hub
-from basque_vlm.infer.assistant import Assistant, open_image
+from basque_vlm import generate
+from basque_vlm.data.image import open_image
+from basque_vlm.hf import hub
+from basque_vlm.infer.assistant import Assistant
+from basque_vlm.store import checkpoint
+from basque_vlm.testing import checkpoints, tiny_models
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "inference_demo.ipynb"
 NEW = 8

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from absl import flags
+from data_helpers import assert_batches_equal, demo_config, draw, load_batches
+from PIL import Image
 from transformers import AutoTokenizer
 
-from PIL import Image
-
 from basque_vlm.data import mixture, pipeline, sources
-from basque_vlm.data.image import ImageSpec, load_image, preprocess
-from data_helpers import assert_batches_equal, demo_config, draw, load_batches
+from basque_vlm.data.image import ImageSpec, open_image, preprocess
 
 flags.FLAGS.mark_as_parsed()  # Grain's worker processes read absl flags
 
@@ -48,7 +47,7 @@ def test_batch_contract(demo_root):
             assert batch["language"][row] == record.conversation.lang
             assert batch["source"][row] == record.source
             np.testing.assert_array_equal(batch["pixel_values"][row],
-                                          preprocess(load_image(record.images[0]), spec))
+                                          preprocess(open_image(record.images[0]), spec))
             real = batch["attention_mask"][row].sum()
             ids = batch["input_ids"][row]
             assert (ids[real:] == 0).all() and (ids == 3).sum() == data.tokens_per_image

@@ -13,14 +13,16 @@ import pathlib
 
 import numpy as np
 import pytest
+import remote_fs
 from absl import flags
 from PIL import Image
-
-import remote_fs
-from basque_vlm import checkpoint, generate, paths
-from basque_vlm.hf import writer
-from basque_vlm.training import loop, metrics, tensorboard
 from train_helpers import ListData, losses, pipeline_batches, tiny_config
+
+from basque_vlm import generate
+from basque_vlm.hf import writer
+from basque_vlm.runtime import paths
+from basque_vlm.store import checkpoint
+from basque_vlm.training import loop, metrics, tensorboard
 
 URL = "gs://bucket/workdirs/run"
 INSTRUCT = {"vision_tower": None, "connector": 1e-2, "language_model": 1e-2}
@@ -163,7 +165,7 @@ def instruct(root, steps):
     end."""
     config = tiny_config(root, train__num_steps=steps, train__checkpoint_every=2,
                          eval__tasks="demo_vqa_en", eval__every=0, eval__limit=2,
-                         eval__batch_size=8, eval__max_new_tokens=2, eval__demo_data=str(root))
+                         eval__batch_size=8, eval__max_new_tokens=2)
     config.stage = "instruct"
     config.optim.learning_rates.update(INSTRUCT)
     return config

@@ -6,8 +6,8 @@ and one real cell trained, evaluated and reported from one command."""
 from __future__ import annotations
 
 import csv
-import json
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -18,8 +18,8 @@ import run_cli
 from PIL import Image
 from train_helpers import TINY
 
-from basque_vlm import sweep_plan
 from basque_vlm.eval import judge, report, runner, tasks
+from basque_vlm.sweep import plan
 
 PAPER_TASKS = ("vqav2_eu,vqav2_en,aokvqa_mc_eu,aokvqa_mc_en,aokvqa_da_en,pixmo_capqa_eu,"
                "pixmo_capqa_en")
@@ -99,23 +99,23 @@ def test_plan_overrides_tpu_lines_and_bad_input(tmp_path):
 
 def test_demo_variant_and_its_environment(monkeypatch):
     """The demo sweep's XLA_FLAGS (two CPU devices) is used only where the user set none."""
-    monkeypatch.chdir(sweep_plan.REPO)
+    monkeypatch.chdir(plan.REPO)
     spec = importlib.util.spec_from_file_location("sweep_ratio",
-                                                  sweep_plan.REPO / "configs" / "sweep_ratio.py")
+                                                  plan.REPO / "configs" / "sweep_ratio.py")
     sweep_ratio = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep_ratio)
 
     demo = sweep_ratio.get_config("demo")
-    cells = sweep_plan.plan(demo, "workdir/sweep_demo")
+    cells = plan.grid(demo, "workdir/sweep_demo")
     assert [c.name for c in cells] == ["demo_eu0", "demo_eu20", "demo_eu100"]
     assert cells[1].train == (
         "-m", "basque_vlm.train", "--config=configs/demo.py", "--workdir=workdir/sweep_demo/"
         "demo_eu20", "--config.data.basque_ratio=0.2", "--config.train.num_steps=750",
         "--config.train.log_every=50", "--config.train.checkpoint_every=750")
-    env = sweep_plan.env_of(demo, environ={})
-    assert sweep_plan.command(cells[0].evaluate, env).startswith(
+    env = plan.env_of(demo, environ={})
+    assert plan.command(cells[0].evaluate, env).startswith(
         "XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m basque_vlm.evaluate ")
-    assert sweep_plan.env_of(demo, environ={"XLA_FLAGS": "--mine"}) == {}
+    assert plan.env_of(demo, environ={"XLA_FLAGS": "--mine"}) == {}
     with pytest.raises(ValueError, match="variant must be paper or demo"):
         sweep_ratio.get_config("huge")
 
@@ -265,7 +265,7 @@ def test_one_real_cell_end_to_end_and_resume(demo_root, tmp_path):
             f"--root={root}", "--sweep.ratios=0.2",
             f"--sweep.train_args={tiny} --config.data.root={demo_root} "
             "--config.train.num_steps=4 --config.train.checkpoint_every=4",
-            f"--sweep.eval_args=--demo_data={demo_root} --limit=4 --max_new_tokens=4"]
+            "--sweep.eval_args=--limit=4 --max_new_tokens=4"]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
     def run():

@@ -7,15 +7,15 @@ import re
 
 import numpy as np
 import pytest
+from data_helpers import demo_config
 from transformers import AutoImageProcessor, AutoTokenizer
 
-from basque_vlm.data import synthetic
 from basque_vlm.data.chat import ChatRenderer
 from basque_vlm.data.conversation import read_conversations
-from basque_vlm.data.image import ImageSpec, load_image
+from basque_vlm.data.image import ImageSpec, open_image
 from basque_vlm.data.sources import ConversationSource
-from basque_vlm.data.synthetic import Shape
-from data_helpers import demo_config
+from basque_vlm.demo import synthetic
+from basque_vlm.demo.synthetic import Shape
 
 COLOURS = "(gorria|urdina|berdea|horia)"
 STEMS = "(zirkulu|karratu|triangelu)"
@@ -196,5 +196,5 @@ def test_tokenizer_processor_and_config_agree(demo_root):
     example = renderer.render(conv)
     assert tok.decode(example.targets[example.loss_mask == 1]) == \
            conv.messages[-1].text + "<|im_end|>"
-    image = load_image(demo_root / "raw" / "images" / conv.images[0])
+    image = open_image(demo_root / "raw" / "images" / conv.images[0])
     assert image.size == (48, 48) and image.mode == "RGB"

@@ -9,13 +9,13 @@ import jax
 import numpy as np
 import pytest
 from absl import flags
-
-from basque_vlm import checkpoint
-from basque_vlm.model import sharding
-from basque_vlm.training import guards, loop, setup
-from basque_vlm.training.optim import make_optimizer, trainable_parts
 from run_cli import assert_one_line_error
 from train_helpers import ListData, losses, pipeline_batches, tiny_config, tiny_flags, train_cli
+
+from basque_vlm.model import sharding
+from basque_vlm.store import checkpoint
+from basque_vlm.training import guards, loop, setup
+from basque_vlm.training.optim import make_optimizer, trainable_parts
 
 ALIGN = {"vision_tower": None, "connector": 3e-2, "language_model": None}
 INSTRUCT = {"vision_tower": None, "connector": 1e-2, "language_model": 1e-2}

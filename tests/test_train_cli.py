@@ -8,9 +8,9 @@ import time
 import jax
 import numpy as np
 import pytest
-
-from basque_vlm import checkpoint
 from train_helpers import losses, tiny_flags, train_cli
+
+from basque_vlm.store import checkpoint
 
 STEPS = 60
 MESH_2X2X2 = {"mesh__data": 2, "mesh__fsdp": 2, "mesh__tensor": 2}

@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 from absl import flags
+from train_helpers import ListData, losses, pipeline_batches, tiny_config
 
 from basque_vlm.eval import runner, suite, tasks
 from basque_vlm.training import loop, metrics, tensorboard
-from train_helpers import ListData, losses, pipeline_batches, tiny_config
 
 EVAL = {"eval__tasks": "demo_vqa_eu,demo_vqa_en", "eval__every": 2, "eval__limit": 4,
         "eval__batch_size": 4, "eval__max_new_tokens": 3}
@@ -30,8 +30,7 @@ def batches(demo_root):
 
 
 def config(root, steps):
-    return tiny_config(root, train__num_steps=steps, train__checkpoint_every=3,
-                       eval__demo_data=str(root), **EVAL)
+    return tiny_config(root, train__num_steps=steps, train__checkpoint_every=3, **EVAL)
 
 
 def eval_records(workdir):
@@ -73,7 +72,7 @@ def test_the_same_answers_as_evaluate_on_the_saved_workdir(evaluated, demo_root,
     workdir, _ = evaluated
     generator = runner.Generator(workdir, 4, scan_layers=False)  # its latest step: 3
     chosen = tasks.get(",".join(TASKS))
-    loaded = {t.name: runner.load_samples(t, tasks.Sources(tmp_path, demo_root), 4)
+    loaded = {t.name: runner.load_samples(t, tmp_path, 4)
               for t in chosen}
     suite.run(chosen, loaded, generator, tmp_path / "cli" / "results.json", max_new_tokens=3)
     assert (tmp_path / "cli" / "results.predictions.jsonl").read_text() == \
@@ -124,8 +123,7 @@ def test_two_processes_evaluate_as_one(demo_root, tmp_path):
         s.bind(("localhost", 0))
         address = f"localhost:{s.getsockname()[1]}"
     train_flags = tiny_flags(demo_root, train__num_steps=2, train__checkpoint_every=2,
-                             mesh__data=2, mesh__fsdp=2, eval__demo_data=demo_root,
-                             **{k: v for k, v in EVAL.items()})
+                             mesh__data=2, mesh__fsdp=2, **EVAL)
     one = train_cli(tmp_path / "one", train_flags, devices=4)
     two = [train_cli(tmp_path / "two", [*train_flags, f"--coordinator_address={address}",
                                         "--num_processes=2", f"--process_id={i}"], devices=2)

@@ -9,11 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-
-from basque_vlm import checkpoint
-from basque_vlm.training import preemption
 from data_helpers import REPO
 from train_helpers import losses, tiny_flags, train_cli
+
+from basque_vlm.store import checkpoint
+from basque_vlm.training import preemption
 
 
 def free_port() -> int:

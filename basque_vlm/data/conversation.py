@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from basque_vlm.data.errors import DataError, ErrorKind
-from basque_vlm.data.image import load_image
+from basque_vlm.data.image import open_image
 from basque_vlm.data.records import read_json_records
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -104,7 +104,7 @@ def check_images(conv: Conversation, image_root: str | os.PathLike) -> list[Path
             raise DataError(ErrorKind.MISSING_IMAGE, f"image file not found: {path}",
                             record_id=conv.id)
         try:
-            load_image(path)
+            open_image(path)
         except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
             raise DataError(ErrorKind.BAD_IMAGE, f"unreadable image {path}: "
                             f"{type(e).__name__}: {e}".splitlines()[0], record_id=conv.id) from e

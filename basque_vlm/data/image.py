@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -104,19 +105,34 @@ class ImageSpec:
         raise FileNotFoundError(f"no preprocessor_config.json or processor_config.json in {folder}")
 
 
-def load_image(source: bytes | str | os.PathLike) -> Image.Image:
-    """Decode an image fully (corrupt data raises here), upright (EXIF orientation applied).
-
-    16-bit greyscale is scaled to 8 bits; transformers would clip it to 255 (a white image).
-    The mode is otherwise kept: ``preprocess`` converts to RGB as transformers does.
-    """
-    image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-    image.load()
-    image = ImageOps.exif_transpose(image)
-    if image.mode in _SIXTEEN_BIT:
-        pixels = np.asarray(image, dtype=np.float64) / 257
-        image = Image.fromarray(np.round(pixels).astype(np.uint8), mode="L")
-    return image
+def open_image(source: bytes | str | os.PathLike, timeout: float = 30.0) -> Image.Image:
+    """The one way the project opens an image: ``source`` is encoded bytes, a file path or an
+    ``http(s)://`` URL. Decoded in full (corrupt data raises here), upright (the EXIF orientation
+    applied, as transformers' ``load_image`` does) and in RGB: transparency composited onto white
+    (as transformers' image processors convert), 16-bit greyscale scaled to 8 bits (transformers
+    would clip it to 255, a white image). A missing file raises FileNotFoundError; a file or URL
+    that does not decode, OSError naming it."""
+    name = None if isinstance(source, bytes) else str(source)
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        request = urllib.request.Request(source, headers={"User-Agent": "basque_vlm"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            source = response.read()
+    elif name is not None:
+        source = Path(source).expanduser()
+        if not source.is_file():
+            raise FileNotFoundError(f"image file not found: {name}")
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+        if name is None:
+            raise
+        raise OSError(f"cannot read image {name}: {type(e).__name__}: {e}") from None
+    if upright.mode in _SIXTEEN_BIT:
+        pixels = np.asarray(upright, dtype=np.float64) / 257
+        upright = Image.fromarray(np.round(pixels).astype(np.uint8), mode="L")
+    return _to_rgb(upright)
 
 
 def preprocess(image: Image.Image, spec: ImageSpec) -> np.ndarray:
@@ -145,6 +161,8 @@ def preprocess(image: Image.Image, spec: ImageSpec) -> np.ndarray:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB" and image.info.get("transparency") is None:
+        return image
     if "A" in image.getbands() or image.info.get("transparency") is not None:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")

@@ -29,9 +29,9 @@ from typing import Any
 import grain
 import numpy as np
 
-from basque_vlm import paths
 from basque_vlm.data.conversation import Conversation
 from basque_vlm.data.sources import ConversationSource, SourceInfo, source_info
+from basque_vlm.runtime import paths
 
 KINDS = ("multimodal", "text_only", "caption")
 LANGS = ("eu", "en")

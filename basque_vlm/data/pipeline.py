@@ -26,6 +26,7 @@ unreadable image) is all padding (``attention_mask`` and ``loss_mask`` 0) and ``
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,12 +34,12 @@ from typing import Any
 import grain
 import numpy as np
 
-from basque_vlm import paths
-from basque_vlm.data import mixture, synthetic
+from basque_vlm.data import mixture
 from basque_vlm.data.chat import ChatRenderer, Example, collate
 from basque_vlm.data.conversation import IMAGE_PLACEHOLDER
 from basque_vlm.data.errors import DataError, ErrorKind
-from basque_vlm.data.image import ImageSpec, load_image, preprocess
+from basque_vlm.data.image import ImageSpec, open_image, preprocess
+from basque_vlm.runtime import paths
 
 STATE_VERSION = 1
 # transformers' lazy imports are not thread-safe, and a fast tokenizer's settings are shared state:
@@ -111,7 +112,7 @@ class MakeBatch:
         """Preprocesses the example's images into its row's ``slots`` (zeroed if one fails)."""
         try:
             for k, data in enumerate(record.images[:example.num_images]):
-                slots[k] = preprocess(load_image(data), self.spec.image_spec)
+                slots[k] = preprocess(open_image(data), self.spec.image_spec)
         except Exception as e:  # PIL raises many types for corrupt data
             slots[:] = 0
             return DataError(ErrorKind.BAD_IMAGE, f"unreadable image: {type(e).__name__}: {e}",
@@ -208,10 +209,8 @@ class Pipeline:
 
 def build(data: Mapping[str, Any], process_index: int = 0, process_count: int = 1) -> Pipeline:
     """The pipeline of ``data`` (the config's ``data`` section) for one process of
-    ``process_count``. With ``data.synthetic``, generates the demo data under ``data.root`` first.
-    """
-    if data.get("synthetic"):
-        synthetic.ensure(data["root"], data.get("synthetic_seed", 0))
+    ``process_count``, after ``data.builder`` has made the data (`make_data`)."""
+    make_data(data)
     global_batch = int(data["global_batch_size"])
     if not 0 <= process_index < process_count or global_batch % process_count:
         raise ValueError(f"data.global_batch_size={global_batch} must divide over "
@@ -224,6 +223,28 @@ def build(data: Mapping[str, Any], process_index: int = 0, process_count: int = 
                     num_workers=int(data.get("num_workers", 0)),
                     num_threads=int(data.get("num_threads", 1)),
                     prefetch=int(data.get("prefetch", 2)), source_kinds=plan.source_kinds)
+
+
+def make_data(data: Mapping[str, Any]) -> None:
+    """Calls ``data.builder``, when set: ``"module:function"``, a function of the data root that
+    writes the datasets (and tokenizer) under it when they are not there yet — a dataset that
+    builds itself on first use, as ``tfds.load`` does (``configs/demo.py`` generates the demo
+    data so). Every process calls it: it must be idempotent and safe when processes race."""
+    builder = data.get("builder")
+    if not builder:
+        return
+    module, _, function = str(builder).partition(":")
+    try:
+        make = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"data.builder={builder!r}: not an importable module:function ({e})"
+                         ) from None
+    make(data["root"])
+
+
+def images_per_row(data: Mapping[str, Any]) -> int:
+    """``data.max_images``: the image slots of a row (default 1)."""
+    return int(data.get("max_images", 1))
 
 
 def batch_spec(data: Mapping[str, Any], process_index: int = 0, process_count: int = 1
@@ -240,6 +261,6 @@ def batch_spec(data: Mapping[str, Any], process_index: int = 0, process_count: i
                          "a fixed image size (no centre crop and no fixed height × width)")
     return BatchSpec(tokenizer_dir=str(tokenizer_dir),
                      tokens_per_image=int(data["tokens_per_image"]), max_length=max_length,
-                     buckets=buckets, max_images=int(data.get("max_images", 1)),
+                     buckets=buckets, max_images=images_per_row(data),
                      image_spec=image_spec, image_shape=(3, *size),
                      process_index=process_index, process_count=process_count)

@@ -36,15 +36,13 @@ from array_record.python import array_record_module
 from PIL import Image
 from tensorflow_datasets.core import dataset_info, example_serializer, file_adapters, naming
 
-from basque_vlm.data.conversation import (Conversation, check_images, from_record,
-                                          read_conversations)
+from basque_vlm.data.conversation import Conversation, check_images, from_record, read_conversations
 from basque_vlm.data.errors import DataError, ErrorKind
-from basque_vlm.data.image import load_image
+from basque_vlm.data.image import open_image
 
 SPLIT = "train"
 VERSION = "1.0.0"
 KEPT_FORMATS = ("PNG", "JPEG")
-PNG_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
 FEATURES = tfds.features.FeaturesDict({
     "id": tfds.features.Text(),
     "conversation": tfds.features.Text(),
@@ -158,15 +156,13 @@ def _checked_records(input_path: Path, image_root: Path, lang: str
 
 
 def encoded_image(path: Path) -> bytes:
-    """The file's bytes when it is PNG or JPEG, else the image (upright) re-encoded as PNG."""
+    """The file's bytes when it is PNG or JPEG, else the image as `open_image` gives it (upright,
+    RGB) re-encoded as PNG."""
     data = path.read_bytes()
     if Image.open(io.BytesIO(data)).format in KEPT_FORMATS:
         return data
-    image = load_image(data)
-    if image.mode not in PNG_MODES:
-        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    open_image(data).save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -22,11 +22,11 @@ import jax
 import numpy as np
 from PIL import Image
 
-from basque_vlm import checkpoint, paths
-from basque_vlm.eval.tasks import Sample, Sources, Task
 from basque_vlm.eval.taskdata import decode_image
+from basque_vlm.eval.tasks import Sample, Task
 from basque_vlm.infer import decode
 from basque_vlm.infer.prompts import chat_inputs
+from basque_vlm.store import checkpoint
 
 
 class Generator:
@@ -40,7 +40,7 @@ class Generator:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         checkpoint.load_config(ckpt)  # a clear error before the slow loads
-        processor = load_processor(ckpt)
+        processor = checkpoint.load_processor(ckpt)
         cfg, model = checkpoint.load_model(ckpt, param_dtype, **overrides)
         self._set(cfg, model, processor, batch_size)
 
@@ -98,16 +98,6 @@ class Generator:
         return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
 
 
-def load_processor(ckpt: str | Path) -> Any:
-    """The checkpoint's ``AutoProcessor`` (from a local copy of its files when it is remote)."""
-    from transformers import AutoProcessor  # slow to import
-
-    try:
-        return AutoProcessor.from_pretrained(str(paths.local_copy(ckpt)))
-    except OSError as e:
-        raise ValueError(f"cannot load the tokenizer/processor of {ckpt}: {e}") from None
-
-
 class Progress:
     """``task: done/total samples (rate, ETA)`` lines on stdout, at most every ``seconds``;
     only process 0 prints, extrapolating its own share to all processes."""
@@ -130,10 +120,11 @@ class Progress:
               f"ETA {eta:.0f} s)", flush=True)
 
 
-def load_samples(task: Task, sources: Sources, limit: int | None) -> tuple[list[Sample], int]:
-    """The task's samples (the first ``limit`` it keeps) and how many rows it skipped."""
+def load_samples(task: Task, data_dir: Path, limit: int | None) -> tuple[list[Sample], int]:
+    """The task's samples (the first ``limit`` it keeps; its data in ``data_dir/<name>`` unless
+    it has its own) and how many rows it skipped."""
     samples, skipped = [], 0
-    for sample in task.load(task, sources):
+    for sample in task.load(task, task.folder(data_dir)):
         if sample is None:
             skipped += 1
             continue

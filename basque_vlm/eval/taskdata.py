@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from basque_vlm.data.errors import DataError
-from basque_vlm.data.image import load_image
+from basque_vlm.data.image import open_image
 from basque_vlm.data.records import read_json_records
 
 SUFFIXES = (".parquet", ".jsonl", ".json")
@@ -113,7 +113,7 @@ def _json_rows(path: Path) -> Iterator[Row]:
 def decode_image(image: bytes | Path, where: str) -> Image.Image:
     """A sample's image, decoded; an unreadable one raises ``TaskDataError`` naming ``where``."""
     try:
-        return load_image(image)
+        return open_image(image)
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise TaskDataError(f"{where}: unreadable image ({type(e).__name__}: {e})".splitlines()[0]
                             ) from None

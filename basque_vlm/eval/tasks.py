@@ -5,18 +5,23 @@ Prompts follow lmms-eval (the question, then for multiple choice one ``A. option
 an instruction line), and each has a Basque variant stored beside the English one. By default a
 task prompts in its data's language; ``prompt_lang`` overrides it (e.g. Basque questions with the
 English instruction, as lmms-eval would run a translated set), and the results record which was
-used. Each task reads ``DATA_DIR/<task name>/`` (see README, "Evaluation data"); the demo tasks
-read the synthetic held-out split instead.
+used. Each task reads ``DATA_DIR/<task name>/`` (see README, "Evaluation data") unless it brings
+its own data (``Task.data``).
+
+The registry (``TASKS``) holds the benchmarks below and the tasks of every module named in the
+``basque_vlm.tasks`` entry-point group of an installed package, imported on first use: such a
+module calls ``register`` (the embedded demo's tasks, `basque_vlm.demo.tasks`, come this way; a
+package of your own adds your language's tasks the same way).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from basque_vlm.data.conversation import IMAGE_PLACEHOLDER
 from basque_vlm.eval import metrics
 from basque_vlm.eval.taskdata import Row, read_rows
 
@@ -39,21 +44,22 @@ class Sample:
 
 
 @dataclasses.dataclass(frozen=True)
-class Sources:
-    data_dir: Path     # DATA_DIR/<task name>/ per task
-    demo_root: Path    # the synthetic demo data (generated on first use)
-
-
-@dataclasses.dataclass(frozen=True)
 class Task:
     name: str
     lang: str
     metric: str
     max_new_tokens: int
-    load: Callable[[Task, Sources], Iterator[Sample | None]]  # None: a row the task skips
+    # (task, its data folder) → samples; None: a row the task skips
+    load: Callable[[Task, Path], Iterator[Sample | None]]
     instruction: Mapping[str, str]
     # (prediction, sample) → (score, extra per-sample fields); None: judged pairwise instead
     score: Callable[[str, Sample], tuple[float, dict[str, Any]]] | None
+    # The task's own data folder (made on first use if need be); None: DATA_DIR/<name>
+    data: Callable[[], Path] | None = None
+
+    def folder(self, data_dir: Path) -> Path:
+        """Where the task's data is: its own folder, or ``data_dir/<name>``."""
+        return self.data() if self.data is not None else data_dir / self.name
 
     @property
     def family(self) -> str:
@@ -75,10 +81,6 @@ class Task:
 # -- loaders: Hugging Face schemas ----------------------------------------------------------
 
 
-def _rows(task: Task, sources: Sources) -> Iterator[Row]:
-    return read_rows(sources.data_dir / task.name)
-
-
 def _sample(row: Row, question: str, target: Any, image_columns: tuple[str, ...] = ("image",),
             **kw: Any) -> Sample:
     sample_id = row.get("question_id", "id", kind=(str, int), optional=True)
@@ -87,15 +89,15 @@ def _sample(row: Row, question: str, target: Any, image_columns: tuple[str, ...]
                   where=f"{row.path} {row.where}", **kw)
 
 
-def load_vqav2(task: Task, sources: Sources) -> Iterator[Sample]:
+def load_vqav2(task: Task, folder: Path) -> Iterator[Sample]:
     """``question``, ``answers`` (strings, or VQAv2's ``{"answer": ...}`` dicts), ``image``."""
-    for row in _rows(task, sources):
+    for row in read_rows(folder):
         yield _sample(row, row.get("question"), row.strings("answers", key="answer"))
 
 
-def load_aokvqa_mc(task: Task, sources: Sources) -> Iterator[Sample]:
+def load_aokvqa_mc(task: Task, folder: Path) -> Iterator[Sample]:
     """``question``, ``choices`` (strings), ``correct_choice_idx``, ``image``."""
-    for row in _rows(task, sources):
+    for row in read_rows(folder):
         choices = row.strings("choices")
         correct = row.get("correct_choice_idx", kind=int)
         if not 0 <= correct < len(choices):
@@ -104,20 +106,20 @@ def load_aokvqa_mc(task: Task, sources: Sources) -> Iterator[Sample]:
         yield _sample(row, row.get("question"), correct, choices=tuple(choices))
 
 
-def load_aokvqa_da(task: Task, sources: Sources) -> Iterator[Sample | None]:
+def load_aokvqa_da(task: Task, folder: Path) -> Iterator[Sample | None]:
     """``question``, ``direct_answers`` (strings), ``difficult_direct_answer`` (the official
     evaluation skips those), ``image``."""
-    for row in _rows(task, sources):
+    for row in read_rows(folder):
         if row.get("difficult_direct_answer", kind=bool, optional=True):
             yield None
         else:
             yield _sample(row, row.get("question"), row.strings("direct_answers"))
 
 
-def load_yes_no(task: Task, sources: Sources) -> Iterator[Sample | None]:
+def load_yes_no(task: Task, folder: Path) -> Iterator[Sample | None]:
     """``question``, ``answer``, ``image``; rows whose answer is not yes/no (bai/ez) are
     skipped (and counted)."""
-    for row in _rows(task, sources):
+    for row in read_rows(folder):
         answer = row.get("answer")
         yield (None if metrics.parse_yes_no(answer) is None
                else _sample(row, row.get("question"), answer))
@@ -128,27 +130,11 @@ def load_yes_no(task: Task, sources: Sources) -> Iterator[Sample | None]:
 REFERENCE_COLUMNS = ("reference", "claude-3-sonnet-20240229")
 
 
-def load_open_ended(task: Task, sources: Sources) -> Iterator[Sample]:
+def load_open_ended(task: Task, folder: Path) -> Iterator[Sample]:
     """``instruction`` (or ``question``), ``image``, and the reference model's answer
     (``reference`` or ``claude-3-sonnet-20240229``)."""
-    for row in _rows(task, sources):
+    for row in read_rows(folder):
         yield _sample(row, row.get("instruction", "question"), row.get(*REFERENCE_COLUMNS))
-
-
-def load_demo(task: Task, sources: Sources) -> Iterator[Sample]:
-    """The held-out split of the synthetic demo data (``data.synthetic``), generated on first
-    use; each record's user turn is the question, its assistant turn the answer."""
-    from basque_vlm.data import sources as data_sources
-    from basque_vlm.data import synthetic
-
-    path = synthetic.ensure(sources.demo_root) / "datasets" / f"heldout_{task.lang}"
-    source = data_sources.ConversationSource(path)
-    for i in range(len(source)):
-        conv, images = source[i]
-        user, answer = (next(m.text for m in conv.messages if m.role == role)
-                        for role in ("user", "assistant"))
-        yield Sample(id=conv.id, question=user.replace(IMAGE_PLACEHOLDER, "").strip(),
-                     image=images[0], target=answer, where=f"{path} record {i}")
 
 
 # -- scorers --------------------------------------------------------------------------------
@@ -178,28 +164,63 @@ def score_exact(prediction: str, sample: Sample) -> tuple[float, dict[str, Any]]
     return metrics.exact_match(prediction, sample.target), {}
 
 
-def _both(family: str, **kw: Any) -> dict[str, Task]:
+def in_both_languages(family: str, **kw: Any) -> dict[str, Task]:
+    """``FAMILY_eu`` and ``FAMILY_en``: one task per language, alike but for ``lang``."""
     return {f"{family}_{lang}": Task(name=f"{family}_{lang}", lang=lang, **kw) for lang in LANGS}
 
 
 # WildVision answers are long: lmms-eval allows 4096 new tokens; 1024 keeps CPU/TPU runs bounded.
 OPEN_ENDED_TOKENS = 1024
+ENTRY_POINTS = "basque_vlm.tasks"  # the entry-point group of modules that register tasks
 
-TASKS: dict[str, Task] = {
-    **_both("vqav2", metric="accuracy", max_new_tokens=16, load=load_vqav2,
+
+class _Registry(Mapping[str, Task]):
+    """Tasks by name; the entry-point modules are imported on first use."""
+
+    def __init__(self, tasks: Mapping[str, Task]):
+        self._tasks = dict(tasks)
+        self._plugins_loaded = False
+
+    def add(self, task: Task) -> None:
+        if self._tasks.get(task.name, task) is not task:
+            raise ValueError(f"a task named {task.name} is already registered")
+        self._tasks[task.name] = task
+
+    def _all(self) -> dict[str, Task]:
+        if not self._plugins_loaded:
+            self._plugins_loaded = True  # first: a plugin module registers through `add`
+            for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
+                entry.load()
+        return self._tasks
+
+    def __getitem__(self, name: str) -> Task:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+TASKS = _Registry({
+    **in_both_languages("vqav2", metric="accuracy", max_new_tokens=16, load=load_vqav2,
             instruction=SHORT_ANSWER, score=score_vqa),
-    **_both("aokvqa_mc", metric="accuracy", max_new_tokens=16, load=load_aokvqa_mc,
+    **in_both_languages("aokvqa_mc", metric="accuracy", max_new_tokens=16, load=load_aokvqa_mc,
             instruction=OPTION_LETTER, score=score_choice),
     "aokvqa_da_en": Task(name="aokvqa_da_en", lang="en", metric="accuracy", max_new_tokens=16,
                          load=load_aokvqa_da, instruction=SHORT_ANSWER, score=score_direct),
-    **_both("pixmo_capqa", metric="accuracy", max_new_tokens=16, load=load_yes_no,
+    **in_both_languages("pixmo_capqa", metric="accuracy", max_new_tokens=16, load=load_yes_no,
             instruction=SHORT_ANSWER, score=score_yes_no),
-    **_both("wildvision", metric="win_rate", max_new_tokens=OPEN_ENDED_TOKENS,
+    **in_both_languages("wildvision", metric="win_rate", max_new_tokens=OPEN_ENDED_TOKENS,
             load=load_open_ended, instruction=NO_INSTRUCTION, score=None),
-    # The demo model is trained on bare questions: no instruction line.
-    **_both("demo_vqa", metric="accuracy", max_new_tokens=16, load=load_demo,
-            instruction=NO_INSTRUCTION, score=score_exact),
-}
+})
+
+
+def register(*tasks: Task) -> None:
+    """Adds tasks to ``TASKS`` (each name once)."""
+    for task in tasks:
+        TASKS.add(task)
 
 
 def get(names: str | list[str]) -> list[Task]:

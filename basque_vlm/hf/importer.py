@@ -15,16 +15,16 @@ import jax
 import numpy as np
 from flax import nnx
 
-from basque_vlm import paths
+from basque_vlm.data.conversation import IMAGE_PLACEHOLDER
 from basque_vlm.hf import mapping
-from basque_vlm.hf.reader import (CheckpointError, Part, SafetensorsFolder, check_part,
-                                  read_json, read_part)
+from basque_vlm.hf.reader import (CheckpointError, Part, SafetensorsFolder, check_part, read_json,
+                                  read_part)
 from basque_vlm.model.connector import CONNECTORS
 from basque_vlm.model.llama import LlamaConfig
 from basque_vlm.model.vision import VisionConfig
-from basque_vlm.model.vlm import VLMConfig
+from basque_vlm.model.vlm import Params, VLMConfig
+from basque_vlm.runtime import paths
 
-IMAGE_TOKEN = "<image>"
 VOCAB_MULTIPLE = 64  # a grown vocabulary is padded so that it still shards evenly
 VOCAB_TABLES = (("embed_tokens",), ("lm_head", "kernel"))
 INIT_STD = 0.02  # layers.Linear's
@@ -38,14 +38,13 @@ LIST_CONTENT_PRELUDE = (
     "{%- if _m['content'] is string -%}{%- set _msgs.items = _msgs.items + [_m] -%}"
     "{%- else -%}{%- set _text = namespace(s='') -%}"
     "{%- for _c in _m['content'] -%}"
-    "{%- if _c['type'] == 'image' -%}{%- set _text.s = _text.s + '" + IMAGE_TOKEN + "\\n' -%}"
+    "{%- if _c['type'] == 'image' -%}{%- set _text.s = _text.s + '" + IMAGE_PLACEHOLDER + "\\n' -%}"
     "{%- elif _c['type'] == 'text' -%}{%- set _text.s = _text.s + _c['text'] -%}{%- endif -%}"
     "{%- endfor -%}"
     "{%- set _msgs.items = _msgs.items + [{'role': _m['role'], 'content': _text.s}] -%}"
     "{%- endif -%}{%- endfor -%}"
     "{%- set messages = _msgs.items -%}")
 
-Params = dict[str, Any]
 Log = Callable[[str], None]
 
 
@@ -54,7 +53,8 @@ def _quiet(_: str) -> None:
 
 
 def _abstract_shapes(cfg: VLMConfig) -> dict[str, dict[tuple[str, ...], tuple[int, ...]]]:
-    from basque_vlm.checkpoint import abstract_model
+    from basque_vlm.store.checkpoint import abstract_model
+
     state = nnx.state(abstract_model(cfg), nnx.Param).to_pure_dict()
     shapes: dict[str, dict] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
@@ -127,7 +127,7 @@ def _read_llm(part: Part, text: LlamaConfig, dtype, log: Log, vocab: int | None 
     log(f"reading the language model ({text.num_layers} layers) from {part.folder.folder}")
     out = read_part(part.select(lambda t: t.path in VOCAB_TABLES), dtype)
     if vocab is not None and vocab > text.vocab_size:
-        log(f"growing the vocabulary from {text.vocab_size} to {vocab} for {IMAGE_TOKEN}")
+        log(f"growing the vocabulary from {text.vocab_size} to {vocab} for {IMAGE_PLACEHOLDER}")
         _grow_vocab(out, vocab)
     out.update(read_part(part.select(lambda t: t.path not in VOCAB_TABLES), dtype))
     return out
@@ -249,9 +249,9 @@ def assemble(llm_dir: str | Path, vision_dir: str | Path, projector: str,
         raise CheckpointError(f"{llm_dir}: the tokenizer has no chat template; add one "
                               "(chat_template.jinja or tokenizer_config.json's chat_template)")
     image_processor = AutoImageProcessor.from_pretrained(str(vision_dir), backend="pil")
-    if IMAGE_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
-    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    if IMAGE_PLACEHOLDER not in tokenizer.get_vocab():
+        tokenizer.add_tokens([IMAGE_PLACEHOLDER], special_tokens=True)
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
     vocab = text.vocab_size
     if image_token_id >= vocab:
         vocab = -(-(image_token_id + 1) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
@@ -271,7 +271,7 @@ def assemble(llm_dir: str | Path, vision_dir: str | Path, projector: str,
     tokenizer.chat_template = template
     processor = LlavaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=vision.patch_size,
-        vision_feature_select_strategy=strategy, image_token=IMAGE_TOKEN,
+        vision_feature_select_strategy=strategy, image_token=IMAGE_PLACEHOLDER,
         num_additional_image_tokens=int(vision.has_class_token), chat_template=template)
     return cfg, params, processor
 

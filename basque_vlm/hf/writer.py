@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from basque_vlm import checkpoint
 from basque_vlm.hf import mapping
 from basque_vlm.hf.importer import copy_assets
 from basque_vlm.hf.reader import read_json
 from basque_vlm.hf.shards import LazyTensor, write_safetensors
-from basque_vlm.model.vlm import VLMConfig
+from basque_vlm.model.vlm import Params, VLMConfig
+from basque_vlm.store import checkpoint
 
-Params = dict[str, Any]
 LINEAR_NOTE = ("note: transformers' LLaVA has no single-linear projector; the linear connector is "
                "written as linear_1 = the connector, projector_hidden_act 'linear' (identity) and "
                "linear_2 = the identity matrix with zero bias, which gives the same outputs. "

@@ -1,6 +1,8 @@
 """Ask a checkpoint questions from Python (notebooks, scripts): load it once, then ask many
 questions about images, or hold a multi-turn conversation.
 
+    from basque_vlm.data.image import open_image
+
     assistant = Assistant("ckpt/latxa-clip")
     assistant.answer("Zer kolore du zirkuluak?", open_image("scene.png"))["text"]
     chat = assistant.chat(open_image("scene.png"))
@@ -13,8 +15,6 @@ re-renders the whole conversation, earlier answers included, with the checkpoint
 
 from __future__ import annotations
 
-import io
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +22,11 @@ import jax
 from flax import nnx
 from PIL import Image
 
-from basque_vlm import checkpoint
 from basque_vlm.infer import decode
 from basque_vlm.infer.prompts import chat_inputs, conversation_inputs
+from basque_vlm.store import checkpoint
 
 DTYPES = ("auto", "float32", "bfloat16")
-
-
-def open_image(source: str | Path, timeout: float = 30.0) -> Image.Image:
-    """An RGB image from a file path or an ``http(s)://`` URL."""
-    source = str(source)
-    if source.startswith(("http://", "https://")):
-        request = urllib.request.Request(source, headers={"User-Agent": "basque_vlm"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            data = response.read()
-        with Image.open(io.BytesIO(data)) as image:
-            return image.convert("RGB")
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {source}")
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 def complete(model: Any, processor: Any, inputs: dict, *, max_new_tokens: int = 64,
@@ -69,15 +53,13 @@ class Assistant:
 
     def __init__(self, ckpt: str | Path, *, dtype: str = "auto", scan_layers: bool = True,
                  **options: Any):
-        from transformers import AutoProcessor  # slow to import
-
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if dtype == "auto":
             dtype = "bfloat16" if jax.default_backend() in ("gpu", "tpu") else None
         self.ckpt = Path(ckpt)
         checkpoint.load_config(ckpt)  # a clear error before the slow loads
-        self.processor = AutoProcessor.from_pretrained(str(ckpt))
+        self.processor = checkpoint.load_processor(ckpt)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         overrides = {"scan_layers": scan_layers, **({"dtype": dtype} if dtype else {})}
         self.cfg, model = checkpoint.load_model(ckpt, dtype, **overrides)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +56,18 @@ def generate(model: VLM, input_ids: np.ndarray, attention_mask: np.ndarray,
                        rng if sample else None, jnp.float32(temperature), jnp.float32(top_p),
                        max_new_tokens=max_new_tokens, eos_ids=eos, pad_id=pad_id)
     return np.asarray(tokens)
+
+
+def lower_greedy(graphdef: nnx.GraphDef, state: Any, input_ids: Any, attention_mask: Any,
+                 pixel_values: Any | None, *, max_new_tokens: int, eos_ids: Sequence[int],
+                 pad_id: int) -> jax.stages.Lowered:
+    """`generate`'s jitted prefill and decode loop, greedy, lowered for these inputs (arrays or
+    ``jax.ShapeDtypeStruct``s with shardings; ``state`` is the model's ``nnx.split`` state), so
+    that it can be compiled ahead of time (`basque_vlm.tpu.fit`)."""
+    scalar = jax.ShapeDtypeStruct((), jnp.float32)
+    return _generate.lower(graphdef, state, input_ids, attention_mask, pixel_values, None,
+                           scalar, scalar, max_new_tokens=max_new_tokens,
+                           eos_ids=tuple(eos_ids), pad_id=pad_id)
 
 
 def for_decoding(model: VLM) -> VLM:

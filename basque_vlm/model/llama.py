@@ -23,6 +23,10 @@ Cache = dict[str, jax.Array] | list[dict[str, jax.Array]]
 
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
+    """A Llama-family decoder (Llama-3.1, Latxa, SmolLM2, ...): the architecture, as
+    transformers' ``LlamaConfig`` gives it (`from_hf`), plus how to compute it (the last four
+    fields, which a checkpoint does not fix)."""
+
     vocab_size: int
     hidden_size: int
     intermediate_size: int
@@ -132,6 +136,11 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.
 
 
 class Attention(nnx.Module):
+    """Grouped-query self-attention with RoPE: ``[B, T, embed]`` → ``[B, T, embed]``.
+    ``num_heads`` query heads share ``num_kv_heads`` key/value heads of ``head_dim``; the
+    projections' kernels are ``[embed, heads, head_dim]`` (``q_proj``), ``[embed, kv_heads,
+    head_dim]`` (``k_proj``, ``v_proj``) and ``[heads, head_dim, embed]`` (``o_proj``)."""
+
     def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
         d, h, kv, hd = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         dt = jnp.dtype(cfg.dtype)
@@ -184,6 +193,9 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
+    """Llama's gated MLP, ``down(silu(gate(x)) * up(x))``: ``[..., embed]`` → ``[..., embed]``
+    through ``intermediate_size`` (logical axis ``mlp``)."""
+
     def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
         d, f, dt = cfg.hidden_size, cfg.intermediate_size, jnp.dtype(cfg.dtype)
         b = cfg.mlp_bias

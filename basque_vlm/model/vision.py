@@ -21,6 +21,9 @@ VISION_KINDS = ("clip", "siglip")
 
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:
+    """A CLIP or SigLIP vision transformer (the vision half of a LLaVA model), as transformers'
+    ``CLIPVisionConfig`` / ``SiglipVisionConfig`` give it (`from_hf`), plus how to compute it."""
+
     kind: str  # clip | siglip
     hidden_size: int
     intermediate_size: int
@@ -115,6 +118,10 @@ class EncoderLayer(nnx.Module):
 
 
 class VisionTower(nnx.Module):
+    """The vision transformer: ``pixel_values [N, C, H, W]`` → per-layer hidden states
+    ``[N, tokens, hidden]`` (tokens = the patches, plus CLIP's class token first); LLaVA reads
+    the layers it names (`hidden_states`)."""
+
     def __init__(self, cfg: VisionConfig, rngs: nnx.Rngs):
         self.cfg = cfg
         d, dt = cfg.hidden_size, jnp.dtype(cfg.dtype)

@@ -15,10 +15,17 @@ from basque_vlm.model.llama import Llama, LlamaConfig
 from basque_vlm.model.vision import VisionConfig, VisionTower
 
 STRATEGIES = ("default", "full")
+# A parameter tree by part: {"vision_tower": ..., "connector": ..., "language_model": ...}, each
+# a nested dict of arrays (nnx.State.to_pure_dict).
+Params = dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
 class VLMConfig:
+    """Everything a checkpoint's ``config.json`` stores about the model: the decoder, the vision
+    tower, the connector between them, which vision layers feed it and whether CLIP's class
+    token is dropped, and the special tokens (the image placeholder, end of turn, padding)."""
+
     text: LlamaConfig
     vision: VisionConfig
     connector: str  # linear | mlp2x_gelu
@@ -80,6 +87,10 @@ def check_image_slots(is_image: np.ndarray, images_per_row: int, tokens_per_imag
 
 
 class VLM(nnx.Module):
+    """The LLaVA-style model: ``input_ids [B, T]`` (with ``tokens_per_image`` placeholder tokens
+    per image) and ``pixel_values [N, C, H, W]`` → logits ``[B, T, vocab]``. Its parts, which
+    train or freeze separately, are ``vision_tower``, ``connector`` and ``language_model``."""
+
     def __init__(self, cfg: VLMConfig, rngs: nnx.Rngs):
         self.cfg = cfg
         self.vision_tower = VisionTower(cfg.vision, rngs)

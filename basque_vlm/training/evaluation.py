@@ -4,13 +4,12 @@ of ``python -m basque_vlm.evaluate`` (`basque_vlm.eval.suite`, `runner`).
 
     config.eval = dict(tasks="demo_vqa_eu,demo_vqa_en", every=1000, limit=200, batch_size=16)
 
-Keys (`configs/common.py`'s ``evaluation``): ``tasks`` (comma-separated, or a sequence; empty:
+Keys (`basque_vlm.training.configs.evaluation`): ``tasks`` (comma-separated, or a sequence; empty:
 no evaluation), ``every`` (steps; default ``train.checkpoint_every``; 0: only at the end),
 ``limit`` (the first N samples of each task), ``batch_size`` (prompts per batch on each
-process, rounded up to a multiple of its device count), ``data_dir`` (``evaluate --data_dir``; default ``$BASQUE_VLM_EVAL_DATA`` or ``./eval_data``),
-``demo_data`` (the synthetic data of the demo tasks; default ``data.root``), ``prompt_lang``,
-``max_new_tokens``, ``param_dtype`` (cast the evaluated copy of the weights, e.g. ``bfloat16``;
-default as trained).
+process, rounded up to a multiple of its device count), ``data_dir`` (``evaluate --data_dir``;
+default ``$BASQUE_VLM_EVAL_DATA`` or ``./eval_data``), ``prompt_lang``, ``max_new_tokens``,
+``param_dtype`` (cast the evaluated copy of the weights, e.g. ``bfloat16``; default as trained).
 
 Each process answers its own share of the samples, as ``evaluate`` does with several processes:
 the parameters (sharded over every device of the run) are copied once per evaluation onto each
@@ -36,11 +35,11 @@ from etils import epath
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from basque_vlm import checkpoint, paths
 from basque_vlm.eval import runner, suite, tasks
 from basque_vlm.model import sharding
-from basque_vlm.model.vlm import VLMConfig
-from basque_vlm.training.step import Params
+from basque_vlm.model.vlm import Params, VLMConfig
+from basque_vlm.runtime import paths
+from basque_vlm.store import checkpoint
 
 EVAL_DIR = "eval"
 PROMPT_LANGS = ("auto", "en", "eu")
@@ -68,10 +67,8 @@ class Evaluator:
             raise ValueError(f"eval: need every >= 0, batch_size >= 1, limit >= 1 (or None) and "
                              f"prompt_lang in {PROMPT_LANGS}; got {spec}")
         data_dir = spec.get("data_dir") or os.environ.get("BASQUE_VLM_EVAL_DATA", "eval_data")
-        demo_data = spec.get("demo_data") or config.data.root
-        sources = tasks.Sources(Path(data_dir), Path(demo_data))
         # Read and checked now, not hours into the run.
-        self.loaded = {t.name: runner.load_samples(t, sources, None if limit is None
+        self.loaded = {t.name: runner.load_samples(t, Path(data_dir), None if limit is None
                                                    else int(limit)) for t in self.tasks}
         self.cfg = cfg
         self.workdir = paths.path(workdir)
@@ -94,7 +91,7 @@ class Evaluator:
         model = nnx.merge(self._graphdef, state)
         if self._processor is None:
             # The workdir's files (process 0 wrote them before the first step).
-            self._processor = runner.load_processor(self.workdir)
+            self._processor = checkpoint.load_processor(self.workdir)
         devices = self._copy.mesh.size
         generator = runner.Generator.from_model(
             self.cfg, model, self._processor, math.ceil(self.batch_size / devices) * devices)

@@ -27,17 +27,16 @@ from absl import logging
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from basque_vlm import checkpoint as ckpt_format
-from basque_vlm import paths
 from basque_vlm.data import pipeline
 from basque_vlm.model import sharding
-from basque_vlm.model.vlm import VLMConfig
-from basque_vlm.training import checkpoint, evaluation, guards, metrics, preemption, setup
+from basque_vlm.model.vlm import Params, VLMConfig
+from basque_vlm.runtime import paths
+from basque_vlm.store import checkpoint
+from basque_vlm.training import configs, evaluation, guards, metrics, preemption, setup
 from basque_vlm.training.optim import PARTS, make_optimizer, trainable_parts
 from basque_vlm.training.state import init_train_state, state_shardings
-from basque_vlm.training.step import MODEL_INPUTS, Params, TrainState, make_train_step
-
-STAGES = ("align", "instruct")
+from basque_vlm.training.step import MODEL_INPUTS, TrainState, make_train_step
+from basque_vlm.training.workdir import Checkpoints, load_frozen, save_frozen, start_workdir
 
 
 class Data(Protocol):
@@ -78,20 +77,20 @@ def train(config: Any, workdir: str | Path, *, data: Data | None = None) -> Resu
     layout, num_steps = plan.layout, int(config.train.num_steps)
     check_process_rows(layout.batch, int(config.data.global_batch_size))
 
-    keep = int(config.train.get("keep_checkpoints", 3))
+    keep = configs.train_setting(config, "keep_checkpoints")
     evaluator = evaluation.from_config(config, plan.cfg, workdir)  # reads the task data now
     data = data or pipeline.build(config.data, jax.process_index(), jax.process_count())
     # Closing the checkpoints waits for saves in flight, also when a step fails.
     with contextlib.closing(data), \
-            contextlib.closing(checkpoint.Checkpoints(workdir, keep=keep)) as ckpts:
-        checkpoint.start_workdir(workdir, plan.stored_cfg, plan.parts, plan.frozen_parts)
+            contextlib.closing(Checkpoints(workdir, keep=keep)) as ckpts:
+        start_workdir(workdir, plan.stored_cfg, plan.parts, plan.frozen_parts)
         restored = ckpts.restore_latest(layout.state)
         if restored is None:
             state, frozen = fresh_state(config, plan.cfg, layout, plan.tx, workdir)
             start = 0
         else:
             state, meta = restored
-            frozen = checkpoint.load_frozen(workdir, layout.frozen)
+            frozen = load_frozen(workdir, layout.frozen)
             data.set_state(meta["data"])
             start = int(meta["step"])
         runner = _Runner(config, plan.cfg, plan.parts, layout, ckpts, data, workdir, start,
@@ -125,7 +124,7 @@ def plan_step(config: Any, devices: Sequence[jax.Device] | None = None,
     learning_rates = dict(config.optim.learning_rates)
     parts = list(trainable_parts(learning_rates))
     check_stage(config.get("stage"), parts)
-    microbatches = int(config.train.get("microbatches", 1))
+    microbatches = configs.train_setting(config, "microbatches")
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices)
     guards.check_batch(int(config.data.global_batch_size), microbatches, mesh,
                        jax.process_count())
@@ -134,7 +133,7 @@ def plan_step(config: Any, devices: Sequence[jax.Device] | None = None,
     graphdef, layout = make_layout(cfg, parts, mesh, tx)
     step_fn = jax.jit(
         make_train_step(graphdef, tx, microbatches=microbatches,
-                        images_per_row=int(config.data.get("max_images", 1)),
+                        images_per_row=pipeline.images_per_row(config.data),
                         logits_chunk=setup.logits_chunk(config), schedules=schedules),
         in_shardings=(layout.shardings(layout.state), layout.shardings(layout.frozen),
                       layout.batch),
@@ -148,8 +147,8 @@ def check_stage(stage: str | None, parts: list[str]) -> None:
     """``stage`` (the 8B configs') agrees with the trained parts."""
     if stage is None:
         return
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if stage not in configs.STAGES:
+        raise ValueError(f"stage must be one of {configs.STAGES}, got {stage!r}")
     wrong = (stage == "align" and parts != ["connector"]) or (
         stage == "instruct" and not {"connector", "language_model"} <= set(parts))
     if wrong:
@@ -162,7 +161,7 @@ def make_layout(cfg: VLMConfig, parts: list[str], mesh: jax.sharding.Mesh,
                 tx: Any) -> tuple[nnx.GraphDef, Layout]:
     """Parameters sharded by the logical rules: trained parts as float32 master weights with
     their optimizer state sharded alike, frozen parts in the compute dtype."""
-    graphdef, abstract = nnx.split(ckpt_format.abstract_model(cfg))
+    graphdef, abstract = nnx.split(checkpoint.abstract_model(cfg))
     guards.check_model(abstract, mesh)
     param_sh = sharding.param_shardings(abstract, mesh)
     shapes = abstract.to_pure_dict()
@@ -206,7 +205,7 @@ def fresh_state(config: Any, cfg: VLMConfig, layout: Layout, tx: Any, workdir: P
     state = init(params)
     if jax.process_index() == 0:
         setup.write_assets(config, cfg, workdir)
-    checkpoint.save_frozen(workdir, frozen)
+    save_frozen(workdir, frozen)
     return state, frozen
 
 
@@ -219,14 +218,14 @@ class _Runner:
     """The step loop of one run (one process's view)."""
 
     def __init__(self, config: Any, cfg: VLMConfig, parts: list[str], layout: Layout,
-                 ckpts: checkpoint.Checkpoints, data: Data, workdir: Path, start: int,
+                 ckpts: Checkpoints, data: Data, workdir: Path, start: int,
                  num_steps: int, evaluator: evaluation.Evaluator | None = None):
         self.config, self.cfg, self.parts, self.layout = config, cfg, parts, layout
         self.ckpts, self.data, self.start, self.num_steps = ckpts, data, start, num_steps
         self.log_every = int(config.train.log_every)
         self.checkpoint_every = int(config.train.checkpoint_every)
-        self.images_per_row = int(config.data.get("max_images", 1))
-        self.seed = int(config.train.get("seed", 0))
+        self.images_per_row = pipeline.images_per_row(config.data)
+        self.seed = configs.train_setting(config, "seed")
         peak = config.train.get("peak_flops_per_device") or metrics.peak_flops(
             jax.devices()[0].device_kind)
         self.peak = peak * jax.device_count() if peak else None

@@ -30,8 +30,8 @@ from typing import Any
 
 from etils import epath
 
-from basque_vlm import paths
 from basque_vlm.model.vlm import VLMConfig
+from basque_vlm.runtime import paths
 from basque_vlm.training import tensorboard as tb
 
 METRICS_FILE = "metrics.jsonl"

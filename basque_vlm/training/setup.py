@@ -10,11 +10,12 @@ from typing import Any
 import jax
 from flax import nnx
 
-from basque_vlm import checkpoint, paths
 from basque_vlm.data import mixture
 from basque_vlm.data.conversation import IMAGE_PLACEHOLDER
-from basque_vlm.model.vlm import VLM, VLMConfig
-from basque_vlm.training.step import Params
+from basque_vlm.model.vlm import VLM, Params, VLMConfig
+from basque_vlm.runtime import paths
+from basque_vlm.store import checkpoint
+from basque_vlm.training import configs
 
 STEP_COMPUTE_KEYS = ("logits_chunk",)  # ``compute`` keys the train step reads, not the model
 
@@ -51,7 +52,7 @@ def initial_params(config: Mapping[str, Any], cfg: VLMConfig, target: Params) ->
     from ``init_checkpoint``, or initialised with ``train.seed`` directly on the devices."""
     if config.get("init_checkpoint"):
         return checkpoint.load_params(config["init_checkpoint"], target)
-    seed = int(config["train"].get("seed", 0))
+    seed = configs.train_setting(config, "seed")
 
     def init() -> Params:
         params = nnx.state(VLM(cfg, nnx.Rngs(seed))).to_pure_dict()

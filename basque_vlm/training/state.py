@@ -10,7 +10,8 @@ import optax
 from flax import nnx
 from jax.sharding import Sharding
 
-from basque_vlm.training.step import Params, TrainState
+from basque_vlm.model.vlm import Params
+from basque_vlm.training.step import TrainState
 
 
 def split_trainable(model: nnx.Module, parts: Sequence[str]) -> tuple[nnx.GraphDef, Params,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import flax
 import jax
@@ -17,15 +16,18 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from basque_vlm.model.vlm import Params
 from basque_vlm.training.loss import chunked_cross_entropy_sum
 
-Params = dict[str, Any]
 Batch = Mapping[str, jax.Array]
 MODEL_INPUTS = ("input_ids", "targets", "loss_mask", "attention_mask", "pixel_values")
 
 
 @flax.struct.dataclass
 class TrainState:
+    """What a training step updates: the step count (a scalar int32 array), the float32 master
+    weights of the trained parts and their AdamW state, all sharded on the training mesh."""
+
     step: jax.Array
     params: Params          # the trainable parts only: {part: parameter tree}
     opt_state: optax.OptState

@@ -21,7 +21,7 @@ from typing import Any
 
 from etils import epath
 
-from basque_vlm import paths
+from basque_vlm.runtime import paths
 
 TENSORBOARD_DIR = "tensorboard"
 FLUSH_SECS = 30

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import tiny_models
-
-from basque_vlm import checkpoint
 from basque_vlm.hf import importer
+from basque_vlm.store import checkpoint
+from basque_vlm.testing import tiny_models
 
 
 def from_llava(hf_dir: Path, out: Path) -> Path:

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # a source checkout: configs/ beside the package
 MANIFEST = "sweep.json"
 RESULTS = "eval.json"
 CELL_NAME = re.compile(r"^(?P<backbone>.+)_eu(?P<percent>\d+(?:\.\d+)?)$")
@@ -127,7 +127,7 @@ def split_args(text: str, what: str) -> list[str]:
         raise ValueError(f"{what}: {e}") from None
 
 
-def plan(sweep: Any, root: str) -> list[Cell]:
+def grid(sweep: Any, root: str) -> list[Cell]:
     """The cells of ``sweep`` (an ml_collections config, configs/sweep_ratio.py) under
     ``root``: backbones × ratios, in that order."""
     from basque_vlm.eval import tasks as task_registry
@@ -170,11 +170,6 @@ def tpu_line(run_name: str, argv: Sequence[str], env: Mapping[str, str],
     words = ["launch/run.sh", *launch_args, f"--run_name={run_name}", "--wait",
              *(f"--env={k}={v}" for k, v in env.items()), "--", "python", *argv]
     return shlex.join(words)
-
-
-def is_remote(root: str) -> bool:
-    """A URL (gs://...): train and evaluate read and write their folders with file I/O."""
-    return "://" in root
 
 
 def results_ok(path: Path) -> bool:

@@ -16,7 +16,9 @@ shape with its colour and place, which teaches the model to read the image token
 held-out split has questions only. Everything is deterministic from the seed; the held-out split is
 the same distribution drawn with another seed.
 
-``ensure(root, seed)`` writes, once, through the same path as real data::
+``ensure(root, seed)`` writes, once, through the same path as real data (`sources.prepare`); it is
+``configs/demo.py``'s ``data.builder``, and the demo tasks (`basque_vlm.demo.tasks`) read the
+held-out split under `default_root`::
 
     root/raw/images/{train,heldout}/NNNNN.png     the scenes
     root/raw/{train,heldout}_{eu,en}.json         LLaVA JSON: the questions
@@ -45,6 +47,7 @@ from PIL import Image, ImageDraw
 from basque_vlm.data import sources
 from basque_vlm.data.conversation import IMAGE_PLACEHOLDER
 from basque_vlm.data.image import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from basque_vlm.runtime import paths
 
 IMAGE_SIZE = 48  # a 3 × 3 grid of CELL-pixel cells
 CELL = 16
@@ -307,6 +310,12 @@ def generate(root: Path, seed: int, splits: dict[str, int] = SPLITS) -> dict[str
         manifest["datasets"][name] = summary["written"]
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def default_root() -> Path:
+    """Where the demo data lives: ``$BASQUE_VLM_DEMO_DATA``, else ``demo_data`` in the project's
+    cache folder (`paths.cache_dir`)."""
+    return Path(os.environ.get("BASQUE_VLM_DEMO_DATA") or paths.cache_dir("demo_data"))
 
 
 def ensure(root: str | os.PathLike, seed: int = 0, splits: dict[str, int] = SPLITS) -> Path:

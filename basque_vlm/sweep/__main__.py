@@ -22,13 +22,14 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from basque_vlm import cli, sweep_plan
+from basque_vlm.runtime import cli, paths
+from basque_vlm.sweep import plan
 
 COMMANDS = ("plan", "report", "run")
 config_flags.DEFINE_config_file("sweep", None, "Sweep definition: configs/sweep_ratio.py (the "
                                 "paper's grid) or configs/sweep_ratio.py:demo (the miniature).")
 flags.DEFINE_string("root", None, "The sweep's folder: a workdir and results per cell.")
-flags.DEFINE_enum("launch", "print", sweep_plan.LAUNCHES, "plan: print the commands, run them "
+flags.DEFINE_enum("launch", "print", plan.LAUNCHES, "plan: print the commands, run them "
                   "here one after another (local), or print launch/run.sh lines (tpu).")
 flags.DEFINE_string("launch_args", "", "plan --launch=tpu: flags for every launch/run.sh line, "
                     "e.g. '--name=TPU --zone=ZONE --project=PROJECT' (default: $BVLM_TPU, "
@@ -42,47 +43,48 @@ def _plan(launch: str) -> None:
         raise ValueError("--sweep is required (configs/sweep_ratio.py or "
                          "configs/sweep_ratio.py:demo)")
     root = FLAGS.root
-    cells = sweep_plan.plan(FLAGS.sweep, root)
-    env = sweep_plan.env_of(FLAGS.sweep)
-    if sweep_plan.is_remote(root):
-        raise ValueError(f"--root must be a folder (train and evaluate write it with file I/O; "
-                         f"on a TPU VM, a folder all workers share, e.g. a gcsfuse mount), got "
-                         f"{root}")
+    cells = plan.grid(FLAGS.sweep, root)
+    env = plan.env_of(FLAGS.sweep)
+    if paths.scheme(root) is not None:  # gs://, file://, ...: a plain folder path only
+        raise ValueError("--root must be a folder path (train and evaluate write it with file "
+                         "I/O; on a TPU VM, a folder all workers share, e.g. a gcsfuse mount), "
+                         f"got {root}")
     if launch == "tpu":
         # The root is the TPU workers' folder: nothing is written here. `report --sweep=...`
         # lists the cells of the grid that have no results.
-        sweep_plan.print_plan(cells, env, launch, root, sweep_plan.split_args(
+        plan.print_plan(cells, env, launch, root, plan.split_args(
             FLAGS.launch_args, "--launch_args"))
         return
-    sweep_plan.write_manifest(root, FLAGS.sweep, cells)
+    plan.write_manifest(root, FLAGS.sweep, cells)
     if launch == "print":
-        sweep_plan.print_plan(cells, env, launch, root)
+        plan.print_plan(cells, env, launch, root)
         return
     try:
-        seconds = sweep_plan.run_local(cells, env)
-    except sweep_plan.CellFailed as e:
+        seconds = plan.run_local(cells, env)
+    except plan.CellFailed as e:
         cli.fail("sweep", e)
     print(f"# {len(cells)} cells done in {seconds:.0f} s; results: {root}/<cell>/"
-          f"{sweep_plan.RESULTS}", flush=True)
+          f"{plan.RESULTS}", flush=True)
 
 
 def _report() -> None:
-    from basque_vlm import sweep_report
+    from basque_vlm.sweep import report
 
     root = Path(FLAGS.root)
     grid = None
     if FLAGS.sweep is not None:
-        grid = [(c.name, c.backbone, c.ratio) for c in sweep_plan.plan(FLAGS.sweep, FLAGS.root)]
+        grid = [(c.name, c.backbone, c.ratio) for c in plan.grid(FLAGS.sweep, FLAGS.root)]
     out = Path(FLAGS.out) if FLAGS.out else root / "report"
-    text, cells = sweep_report.write(root, out, grid)
+    text, cells = report.write(root, out, grid)
     print(text, end="")
     missing = [c.name for c in cells if c.results is None]
-    print(f"wrote {out / sweep_report.MARKDOWN}, {out / sweep_report.CSV}, "
-          f"{out / sweep_report.PLOT}" + (f"; missing cells: {', '.join(missing)}"
+    print(f"wrote {out / report.MARKDOWN}, {out / report.CSV}, "
+          f"{out / report.PLOT}" + (f"; missing cells: {', '.join(missing)}"
                                            if missing else ""), flush=True)
 
 
 def _main(command: str) -> None:
+    logging.set_verbosity(logging.WARNING)  # no INFO lines (matplotlib's font cache, ...)
     if not FLAGS.root:
         raise ValueError("--root is required")
     if command == "run" and FLAGS["launch"].present and FLAGS.launch != "local":
@@ -94,14 +96,5 @@ def _main(command: str) -> None:
         _report()
 
 
-def main(argv: list[str]) -> None:
-    logging.set_verbosity(logging.WARNING)  # no INFO lines (matplotlib's font cache, ...)
-    if len(argv) != 2 or argv[1] not in COMMANDS:
-        cli.fail("sweep", f"expected one command, {' | '.join(COMMANDS)}; got "
-                 f"{' '.join(argv[1:]) or 'none'} (python -m basque_vlm.sweep plan "
-                 "--sweep=configs/sweep_ratio.py --root=DIR)")
-    cli.run("sweep", lambda: _main(argv[1]))
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.flags_parser("sweep"))
+    app.run(cli.main("sweep", _main, COMMANDS), flags_parser=cli.flags_parser("sweep"))

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from basque_vlm import checkpoint
 from basque_vlm.hf import importer
+from basque_vlm.store import checkpoint
 
 # Never a pickle (.bin, .pt, .pth, .ckpt): weights as safetensors, the rest configs and tokenizers.
 DOWNLOAD_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.json", "*.jinja",

@@ -2,7 +2,8 @@
 
     WORKDIR/config.json, tokenizer and processor files   written once, at the start of a run:
                                         the workdir reads as a project checkpoint
-                                        (``basque_vlm.checkpoint``: a workdir = its latest step)
+                                        (`basque_vlm.store.checkpoint`: a workdir = its
+                                        latest step)
     WORKDIR/frozen/                     Orbax tree of the frozen parts, written once (absent when
                                         every part trains): the 8B LLM of the align stage is not
                                         rewritten at every step
@@ -28,10 +29,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from basque_vlm import checkpoint as ckpt_format
-from basque_vlm import paths
-from basque_vlm.model.vlm import VLMConfig
-from basque_vlm.training.step import Params, TrainState
+from basque_vlm.model.vlm import Params, VLMConfig
+from basque_vlm.runtime import paths
+from basque_vlm.store import checkpoint
+from basque_vlm.training.step import TrainState
 
 
 class Checkpoints:
@@ -41,7 +42,7 @@ class Checkpoints:
         self.workdir = paths.path(workdir)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
-        self._manager = ocp.CheckpointManager(self.workdir / ckpt_format.CHECKPOINTS_DIR,
+        self._manager = ocp.CheckpointManager(self.workdir / checkpoint.CHECKPOINTS_DIR,
                                               options=options,
                                               item_names=("params", "opt_state", "meta"))
 
@@ -93,8 +94,8 @@ def start_workdir(workdir: str | Path, cfg: VLMConfig, trainable: list[str],
     """Writes ``config.json`` (process 0), or checks that it describes the same run."""
     workdir = paths.path(workdir)
     meta = {"trainable": list(trainable), "frozen": list(frozen_parts)}
-    path = workdir / ckpt_format.CONFIG_FILE
-    if path.is_file() and ckpt_format.workdir_steps(workdir):
+    path = workdir / checkpoint.CONFIG_FILE
+    if path.is_file() and checkpoint.workdir_steps(workdir):
         found = json.loads(path.read_text())
         if found.get("model") != json.loads(json.dumps(cfg.to_dict())) or \
                 found.get("workdir") != meta:
@@ -103,18 +104,18 @@ def start_workdir(workdir: str | Path, cfg: VLMConfig, trainable: list[str],
         return
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        ckpt_format.write_config(workdir, cfg, workdir=meta)
+        checkpoint.write_config(workdir, cfg, workdir=meta)
 
 
 def save_frozen(workdir: str | Path, frozen: Params) -> None:
     """The frozen parts, once (every process takes part)."""
     if frozen:
         with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(paths.path(workdir) / ckpt_format.FROZEN_DIR, frozen, force=True)
+            ckptr.save(paths.path(workdir) / checkpoint.FROZEN_DIR, frozen, force=True)
 
 
 def load_frozen(workdir: str | Path, target: Params) -> Params:
     if not target:
         return {}
     with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(paths.path(workdir) / ckpt_format.FROZEN_DIR, target)
+        return ckptr.restore(paths.path(workdir) / checkpoint.FROZEN_DIR, target)

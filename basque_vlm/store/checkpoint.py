@@ -5,7 +5,7 @@
     CKPT/tokenizer*, chat_template.jinja, processor_config.json, preprocessor_config.json, ...
                          the tokenizer and processor files, with the chat template
 
-A training workdir (``basque_vlm.training.checkpoint``) has the same ``config.json`` and tokenizer
+A training workdir (``basque_vlm.training.workdir``) has the same ``config.json`` and tokenizer
 files, but its parameters are split so that frozen parts are written once, not at every step::
 
     WORKDIR/frozen/                   Orbax tree of the frozen parts (absent if all parts train)
@@ -32,8 +32,8 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
-from basque_vlm import paths
 from basque_vlm.model.vlm import VLM, VLMConfig
+from basque_vlm.runtime import paths
 
 FORMAT = "basque_vlm"
 CONFIG_FILE = "config.json"
@@ -89,6 +89,17 @@ def _read_meta(ckpt: str | Path) -> dict[str, Any]:
         raise CheckpointNotFound(f"{path}: not a basque_vlm checkpoint config "
                                  "(for a Hugging Face folder, run `convert` first)")
     return meta
+
+
+def load_processor(ckpt: str | Path) -> Any:
+    """The checkpoint's transformers ``AutoProcessor`` (tokenizer, chat template and image
+    processor), from a local copy of its files when it is remote."""
+    from transformers import AutoProcessor  # slow to import
+
+    try:
+        return AutoProcessor.from_pretrained(str(paths.local_copy(ckpt)))
+    except OSError as e:
+        raise ValueError(f"cannot load the tokenizer/processor of {ckpt}: {e}") from None
 
 
 def abstract_model(cfg: VLMConfig) -> VLM:

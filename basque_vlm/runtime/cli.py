@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from absl import flags, logging
 
-from basque_vlm import host_memory
+from basque_vlm.runtime import host_memory
 
 
 def quiet_libraries() -> None:
@@ -64,13 +64,23 @@ def run(prog: str, body: Callable[[], None]) -> None:
         fail(prog, e)
 
 
-def main(prog: str, body: Callable[[], None]) -> Callable[[list[str]], None]:
-    """An ``absl.app.run`` main that refuses stray positional arguments, then ``run``s ``body``."""
+def main(prog: str, body: Callable[..., None], commands: Sequence[str] = ()
+         ) -> Callable[[list[str]], None]:
+    """An ``absl.app.run`` main that ``run``s ``body``. Without ``commands`` it refuses
+    positional arguments; with them, it takes exactly one of ``commands`` and passes it to
+    ``body`` (``python -m basque_vlm.sweep plan ...``)."""
 
     def app_main(argv: list[str]) -> None:
-        if len(argv) > 1:
-            fail(prog, f"unexpected arguments: {' '.join(argv[1:])}")
-        run(prog, body)
+        args = argv[1:]
+        if not commands:
+            if args:
+                fail(prog, f"unexpected arguments: {' '.join(args)}")
+            run(prog, body)
+            return
+        if len(args) != 1 or args[0] not in commands:
+            fail(prog, f"expected one command, {' | '.join(commands)}; got "
+                       f"{' '.join(args) or 'none'}")
+        run(prog, lambda: body(args[0]))
 
     return app_main
 

@@ -1,6 +1,14 @@
-"""Pieces the experiment configs share: the optimizer, the loop settings, the mesh."""
+"""The pieces the experiment configs (``configs/*.py``) are built from: the optimizer, the loop
+settings, scheduled evaluation, the mesh, and the paper's two-stage recipe.
+
+    from basque_vlm.training import configs
+    config.optim = configs.optim(connector=1e-3)
+    config.train = configs.train(num_steps=1500, checkpoint_every=500)
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -19,16 +27,27 @@ def optim(*, connector: float | None = None, language_model: float | None = None
         b1=0.9, b2=0.999, eps=1e-8))
 
 
-def train(*, num_steps: int, log_every: int = 10, checkpoint_every: int = 500,
-          keep_checkpoints: int = 3, microbatches: int = 1,
-          seed: int = 0) -> ml_collections.ConfigDict:
+# ``train`` settings a config may leave out, and their values then.
+TRAIN_DEFAULTS = dict(log_every=10, checkpoint_every=500, keep_checkpoints=3, microbatches=1,
+                      seed=0)
+
+
+def train(*, num_steps: int, **settings: int) -> ml_collections.ConfigDict:
     """``num_steps`` optimizer steps; a checkpoint every ``checkpoint_every`` steps and at the
-    end, the newest ``keep_checkpoints`` kept. ``peak_flops_per_device`` (FLOP/s) sets the MFU's
-    denominator where the device table has none (CPU)."""
+    end, the newest ``keep_checkpoints`` kept; the rest of ``TRAIN_DEFAULTS`` as given.
+    ``peak_flops_per_device`` (FLOP/s) sets the MFU's denominator where the device table has
+    none (CPU)."""
+    unknown = set(settings) - set(TRAIN_DEFAULTS)
+    if unknown:
+        raise TypeError(f"train() got unknown settings {sorted(unknown)}")
     return ml_collections.ConfigDict(dict(
-        num_steps=num_steps, log_every=log_every, checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep_checkpoints, microbatches=microbatches, seed=seed,
+        num_steps=num_steps, **{**TRAIN_DEFAULTS, **settings},
         peak_flops_per_device=placeholder(float)))
+
+
+def train_setting(config: Any, key: str) -> int:
+    """``config.train.KEY``, or its default (`TRAIN_DEFAULTS`) when the config has none."""
+    return int(config["train"].get(key, TRAIN_DEFAULTS[key]))
 
 
 def evaluation(*, tasks: str = "", every: int | None = None, limit: int | None = 200,
@@ -42,8 +61,8 @@ def evaluation(*, tasks: str = "", every: int | None = None, limit: int | None =
     return ml_collections.ConfigDict(dict(
         tasks=tasks, every=every if every is not None else placeholder(int),
         limit=limit if limit is not None else placeholder(int),
-        batch_size=batch_size, data_dir=placeholder(str), demo_data=placeholder(str),
-        prompt_lang="auto", max_new_tokens=placeholder(int), param_dtype=placeholder(str)))
+        batch_size=batch_size, data_dir=placeholder(str), prompt_lang="auto",
+        max_new_tokens=placeholder(int), param_dtype=placeholder(str)))
 
 
 def mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:

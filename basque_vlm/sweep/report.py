@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from basque_vlm.eval.tasks import TASKS
-from basque_vlm.sweep_plan import MANIFEST, RESULTS, parse_cell_name, percent, read_manifest
+from basque_vlm.sweep.plan import MANIFEST, RESULTS, parse_cell_name, percent, read_manifest
 
 MISSING = "—"
 DISPLAY = {"vqav2": "VQAv2", "aokvqa_mc": "A-OKVQA MC", "aokvqa_da": "A-OKVQA DA",

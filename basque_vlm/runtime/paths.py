@@ -72,6 +72,14 @@ def path(p: PathLike) -> epath.Path:
     return epath.Path(pathlib.Path(text).absolute())
 
 
+def cache_dir(name: str) -> pathlib.Path:
+    """``NAME`` under the project's cache folder: ``$BASQUE_VLM_CACHE``, else
+    ``$XDG_CACHE_HOME/basque_vlm``, else ``~/.cache/basque_vlm`` (not created here)."""
+    root = os.environ.get("BASQUE_VLM_CACHE") or pathlib.Path(
+        os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "basque_vlm"
+    return pathlib.Path(root).expanduser() / name
+
+
 def copy_files(src: PathLike, dst: PathLike, patterns: Iterable[str]) -> list[str]:
     """Copies the files of ``src`` (not its folders) whose names match ``patterns`` (globs) into
     ``dst``, which must exist; either may be remote. Returns the names copied."""

@@ -1,9 +1,9 @@
 """Does it fit? The train step and the decode step compiled ahead of time for some devices (a TPU
-slice's compile-only devices: `basque_vlm.tpu_topologies`), with abstract parameters only, and
+slice's compile-only devices: `basque_vlm.tpu.topologies`), with abstract parameters only, and
 the compiler's per-device memory.
 
 The train step is `loop.plan_step`'s, exactly as `loop.train` runs it; the decode step is
-`infer.decode`'s, on one device with the weights in the compute dtype, as ``evaluate
+`decode.lower_greedy`'s, on one device with the weights in the compute dtype, as ``evaluate
 --param_dtype=bfloat16`` runs it.
 """
 
@@ -20,11 +20,12 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Sharding, SingleDeviceSharding
 
-from basque_vlm import checkpoint
+from basque_vlm.data import pipeline
 from basque_vlm.infer import decode
 from basque_vlm.model import attention, sharding
 from basque_vlm.model.vlm import VLMConfig
-from basque_vlm.training import loop, metrics
+from basque_vlm.store import checkpoint
+from basque_vlm.training import configs, loop, metrics
 from basque_vlm.training.step import MODEL_INPUTS
 
 GIB = 2 ** 30
@@ -102,7 +103,7 @@ def abstract_batch(config: Any, cfg: VLMConfig, batch_sharding: Sharding
     """The pipeline's global batch at its longest (``data.max_length``), as `loop` places it."""
     rows, length = int(config.data.global_batch_size), int(config.data.max_length)
     v = cfg.vision
-    images = rows * int(config.data.get("max_images", 1))
+    images = rows * pipeline.images_per_row(config.data)
     shapes = {name: ((rows, length), jnp.int32) for name in MODEL_INPUTS}
     shapes["pixel_values"] = ((images, v.num_channels, v.image_size, v.image_size), jnp.float32)
     return {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
@@ -116,12 +117,12 @@ def train_fit(config: Any, devices: Sequence[jax.Device], hbm_bytes: float,
     layout = plan.layout
     batch = abstract_batch(config, plan.cfg, layout.batch)
     shards = layout.mesh.shape["data"] * layout.mesh.shape["fsdp"]
-    microbatches = int(config.train.get("microbatches", 1))
+    microbatches = configs.train_setting(config, "microbatches")
     rows, length = int(config.data.global_batch_size), int(config.data.max_length)
     platform = layout.mesh.devices.flat[0].platform
     # Counted, not XLA's cost analysis: that counts a scanned layer once.
     flops = metrics.step_flops(plan.cfg, plan.parts, rows, length,
-                               rows * int(config.data.get("max_images", 1)))
+                               rows * pipeline.images_per_row(config.data))
     facts = {"batch": {"global": rows, "per_chip": rows // (microbatches * shards),
                        "microbatches": microbatches, "length": length},
              "remat": plan.cfg.text.remat,
@@ -209,16 +210,14 @@ def decode_fit(cfg: VLMConfig, device: jax.Device, hbm_bytes: float, *, batch: i
 
     tokens = spec((batch, prompt_length))
     pixels = spec((batch, v.num_channels, v.image_size, v.image_size), jnp.float32)
-    scalar = spec((), jnp.float32)
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
     facts = {"batch": batch, "prompt_length": prompt_length, "new_tokens": new_tokens,
              "weights": cfg.text.dtype}
 
     def lower():
         with sharding.use_mesh(sharding.make_mesh(1, 1, 1, [device])):
-            # decode.generate's jitted core (greedy: no rng), as evaluate runs it
-            return decode._generate.lower(graphdef, params, tokens, tokens, pixels, None,
-                                          scalar, scalar, max_new_tokens=new_tokens,
-                                          eos_ids=tuple(cfg.eos_token_ids), pad_id=pad)
+            return decode.lower_greedy(graphdef, params, tokens, tokens, pixels,
+                                       max_new_tokens=new_tokens, eos_ids=cfg.eos_token_ids,
+                                       pad_id=pad)
 
     return compile_fit(lower, hbm_bytes, facts)

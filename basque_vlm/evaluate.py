@@ -1,16 +1,21 @@
-"""Evaluate a checkpoint (or a training workdir: its latest step) on Basque and English tasks.
+"""Evaluate a checkpoint (or a training workdir: its latest step), or a model behind any
+OpenAI-compatible server, on Basque and English tasks.
 
     python -m basque_vlm.evaluate --checkpoint=workdir/demo --tasks=demo_vqa_eu,demo_vqa_en \\
         --out=results/demo.json [--limit=N] [--batch_size=16] [--data_dir=eval_data]
+    python -m basque_vlm.evaluate --endpoint=http://host:8000/v1 --model_name=NAME \\
+        [--api_key_env=OPENAI_API_KEY] [--max_concurrency=8] --tasks=... --out=...
 
 Writes ``{task: {metric: value, "n": count, "prompt": "en"|"eu", ...}}`` to ``--out``, every
 sample (prompt, prediction, references, score) to ``OUT_STEM.predictions.jsonl`` beside it, and
 the Markdown table of the scores (Basque and English side by side) to ``OUT_STEM.md``; the table
-is also printed. Open-ended tasks (``wildvision_*``) are judged pairwise against the reference
-answers by ``--judge_url``/``--judge_model`` (an OpenAI-compatible endpoint) or
-``--judge_checkpoint`` (a checkpoint of ours), and always exported for human annotators
-(``OUT_STEM.TASK.annotation.csv``). Multi-process: see ``basque_vlm.runtime.distributed``; process 0
-writes the files.
+is also printed. An ``--endpoint`` model gets the same prompts (the image as a base64 data URL
+before the text) and the same scorers; its requests that fail after their retries are counted
+(``failed``) and scored as wrong answers. Open-ended tasks (``wildvision_*``) are judged
+pairwise against the reference answers by ``--judge_url``/``--judge_model`` (an OpenAI-compatible
+server) or ``--judge_checkpoint`` (a checkpoint of ours), as ``--wildvision_protocol`` says, and
+always exported for human annotators (``OUT_STEM.TASK.annotation.csv``). Multi-process: see
+``basque_vlm.runtime.distributed``; process 0 writes the files.
 """
 
 from __future__ import annotations
@@ -21,11 +26,18 @@ from pathlib import Path
 import jax
 from absl import app, flags
 
-from basque_vlm.eval import judge, report, runner, suite, tasks
+from basque_vlm.eval import judge, protocols, report, runner, suite, tasks
+from basque_vlm.eval.api_model import ApiGenerator
 from basque_vlm.runtime import cli, distributed, paths
+from basque_vlm.runtime.openai_api import ChatClient
 
 flags.DEFINE_string("checkpoint", None, "Project checkpoint or training workdir (latest step); "
                     "local or gs://.")
+flags.DEFINE_string("endpoint", None, "Instead of --checkpoint: an OpenAI-compatible server's "
+                    "API base (e.g. http://host:8000/v1) serving the model under test.")
+flags.DEFINE_string("model_name", None, "The model's name on --endpoint.")
+flags.DEFINE_string("api_key_env", "OPENAI_API_KEY", "Environment variable holding "
+                    "--endpoint's API key (unset: no key, as a local server needs).")
 flags.DEFINE_string("tasks", None, "Comma-separated tasks (vqav2_eu, aokvqa_mc_en, ..., "
                     "demo_vqa_eu; README, 'Evaluation').")
 flags.DEFINE_string("out", None, "Results JSON; predictions and table are written beside it "
@@ -54,7 +66,46 @@ flags.DEFINE_string("judge_api_key_env", "OPENAI_API_KEY", "Environment variable
 flags.DEFINE_string("judge_checkpoint", None, "A checkpoint of ours as the judge.")
 flags.DEFINE_integer("judge_max_new_tokens", 512, "Judge reply length (--judge_checkpoint).",
                      lower_bound=1)
+flags.DEFINE_enum("wildvision_protocol", protocols.DEFAULT, list(protocols.PROTOCOLS),
+                  "How wildvision_* are answered and judged: lmms = as lmms-eval (4,096 new "
+                  "tokens, judged once, comparable with published numbers); both_orders = the "
+                  "task's 1,024 tokens, judged in both orders (README, 'WildVision').")
+flags.DEFINE_integer("max_concurrency", 8, "Requests in flight at once to each server "
+                     "(--endpoint, --judge_url).", lower_bound=1)
+flags.DEFINE_float("request_timeout", 300, "Seconds a server has to answer one request.",
+                   lower_bound=0.001)
+flags.DEFINE_integer("max_retries", 5, "Tries after the first for a request that timed out, "
+                     "could not connect, or got HTTP 408, 409, 429 or 5xx.", lower_bound=0)
+flags.DEFINE_float("retry_backoff", 1.0, "Seconds before the first retry; doubled after each "
+                   "(at most 60), with jitter.", lower_bound=0)
 FLAGS = flags.FLAGS
+
+
+def chat_client(url: str, model: str, api_key_env: str) -> ChatClient:
+    return ChatClient(url, model, api_key_env=api_key_env, timeout=FLAGS.request_timeout,
+                      max_retries=FLAGS.max_retries, backoff=FLAGS.retry_backoff,
+                      max_concurrency=FLAGS.max_concurrency)
+
+
+def model_info() -> dict[str, str]:
+    """What the model under test is (recorded in every task's result); bad flags raise."""
+    if bool(FLAGS.checkpoint) == bool(FLAGS.endpoint):
+        raise ValueError("give exactly one model to evaluate: --checkpoint or --endpoint")
+    if FLAGS.endpoint and not FLAGS.model_name:
+        raise ValueError("--endpoint needs --model_name")
+    if FLAGS.checkpoint and FLAGS.model_name:
+        raise ValueError("--model_name names the model of --endpoint, not of --checkpoint")
+    if FLAGS.endpoint:
+        return {"model": FLAGS.model_name, "endpoint": FLAGS.endpoint}
+    return {"checkpoint": FLAGS.checkpoint}
+
+
+def make_model() -> runner.Answerer:
+    if FLAGS.endpoint:
+        return ApiGenerator(chat_client(FLAGS.endpoint, FLAGS.model_name, FLAGS.api_key_env))
+    overrides = {k: v for k, v in (("scan_layers", FLAGS.scan_layers), ("dtype", FLAGS.dtype))
+                 if v is not None}
+    return runner.Generator(FLAGS.checkpoint, FLAGS.batch_size, FLAGS.param_dtype, **overrides)
 
 
 def make_judge() -> tuple[judge.Judge, str] | None:
@@ -63,8 +114,8 @@ def make_judge() -> tuple[judge.Judge, str] | None:
     if FLAGS.judge_url:
         if not FLAGS.judge_model:
             raise ValueError("--judge_url needs --judge_model")
-        return judge.HttpJudge(FLAGS.judge_url, FLAGS.judge_model,
-                               os.environ.get(FLAGS.judge_api_key_env)), FLAGS.judge_model
+        client = chat_client(FLAGS.judge_url, FLAGS.judge_model, FLAGS.judge_api_key_env)
+        return judge.HttpJudge(client), FLAGS.judge_model
     if FLAGS.judge_checkpoint:
         generator = runner.Generator(FLAGS.judge_checkpoint, FLAGS.batch_size)
         return (judge.LocalJudge(generator, FLAGS.judge_max_new_tokens),
@@ -73,8 +124,9 @@ def make_judge() -> tuple[judge.Judge, str] | None:
 
 
 def _evaluate() -> None:
-    if not (FLAGS.checkpoint and FLAGS.tasks and FLAGS.out):
-        raise ValueError("--checkpoint, --tasks and --out are required")
+    if not (FLAGS.tasks and FLAGS.out):
+        raise ValueError("--tasks and --out are required")
+    about = model_info()
     chosen_tasks = tasks.get(FLAGS.tasks)
     distributed.init()
     cli.quiet_libraries()
@@ -82,13 +134,11 @@ def _evaluate() -> None:
     # Every task's data is read (and checked) before the model loads.
     loaded = {t.name: runner.load_samples(t, Path(FLAGS.data_dir), FLAGS.limit)
               for t in chosen_tasks}
-    overrides = {k: v for k, v in (("scan_layers", FLAGS.scan_layers), ("dtype", FLAGS.dtype))
-                 if v is not None}
-    generator = runner.Generator(FLAGS.checkpoint, FLAGS.batch_size, FLAGS.param_dtype,
-                                 **overrides)
+    generator = make_model()
     chosen_judge = make_judge() if any(t.score is None for t in chosen_tasks) else None
     results = suite.run(chosen_tasks, loaded, generator, out, FLAGS.prompt_lang,
-                        FLAGS.max_new_tokens, chosen_judge)
+                        FLAGS.max_new_tokens, chosen_judge,
+                        protocols.PROTOCOLS[FLAGS.wildvision_protocol], about)
     if jax.process_index() == 0:
         print(report.markdown_table(results), end="", flush=True)
 

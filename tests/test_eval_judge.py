@@ -1,63 +1,36 @@
-"""The pairwise judge against a stub OpenAI-compatible server on 127.0.0.1, and the annotation
-CSV round trip."""
+"""The pairwise judge against a stub OpenAI-compatible server on 127.0.0.1, lmms-eval's WildVision
+protocol on scripted judge replies, and the annotation CSV round trip."""
 
 import csv
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from basque_vlm.eval import judge
+from basque_vlm.eval import judge, wildvision_lmms
+from basque_vlm.runtime.openai_api import ChatClient
+from basque_vlm.testing.openai_stub import Fault, OpenAIStub, Request
 
 MODEL_TAG = "MODEL"
 
 
-class StubJudge(BaseHTTPRequestHandler):
+def judge_reply(request: Request) -> str | Fault:
     """Replies by the question: "good" → the model's answer wins in both orders; "biased" →
     always [[A>B]]; "tie" → [[A=B]]; "silent" → no verdict; "confused" → two verdicts;
     "broken" → HTTP 500."""
-
-    requests: list[dict] = []
-
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        StubJudge.requests.append({"path": self.path, "body": body,
-                                   "auth": self.headers.get("Authorization")})
-        text = body["messages"][1]["content"][0]["text"]
-        question = text.split("[User request]\n")[1].split("\n")[0]
-        model_is_a = text.split("[Answer of assistant A]\n")[1].startswith(MODEL_TAG)
-        if question == "broken":
-            self.send_error(500)
-            return
-        reply = {"good": "[[A>>B]]" if model_is_a else "[[B>>A]]", "biased": "[[A>B]]",
-                 "tie": "My verdict: [[A=B]]", "silent": "Both are fine.",
-                 "confused": "[[A>B]] or maybe [[B>A]]"}[question]
-        data = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                    "content": reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+    question = request.text.split("[User request]\n")[1].split("\n")[0]
+    model_is_a = request.text.split("[Answer of assistant A]\n")[1].startswith(MODEL_TAG)
+    if question == "broken":
+        return Fault(status=500)
+    return {"good": "[[A>>B]]" if model_is_a else "[[B>>A]]", "biased": "[[A>B]]",
+            "tie": "My verdict: [[A=B]]", "silent": "Both are fine.",
+            "confused": "[[A>B]] or maybe [[B>A]]"}[question]
 
 
 @pytest.fixture()
-def server():
-    StubJudge.requests = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), StubJudge)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+def stub():
+    with OpenAIStub(judge_reply) as server:
+        yield server
 
 
 def image() -> Image.Image:
@@ -71,11 +44,14 @@ def test_parse_verdict():
     assert judge.parse_verdict("A>B") is None
 
 
-def test_http_judge_against_stub(server):
+def test_http_judge_against_stub(stub, monkeypatch):
     questions = ["good", "good", "biased", "tie", "silent", "confused", "broken"]
     model = [f"{MODEL_TAG} answer {i}" for i in range(len(questions))]
     reference = ["reference answer"] * len(questions)
-    http = judge.HttpJudge(server, "stub-judge", api_key="k", timeout=5, retries=2, workers=3)
+    monkeypatch.setenv("STUB_JUDGE_KEY", "k")
+    http = judge.HttpJudge(ChatClient(stub.url, "stub-judge", api_key_env="STUB_JUDGE_KEY",
+                                      timeout=5, max_retries=1, backoff=0.001,
+                                      max_concurrency=3))
     judged = judge.judge_pairs(http, questions, [image] * len(questions), model, reference)
 
     assert [j["score"] for j in judged] == [2, 2, 0, 0, None, None, None]
@@ -84,30 +60,78 @@ def test_http_judge_against_stub(server):
     result = judge.summarize(judged)
     assert result == {"win_rate": 0.5, "win_rate_tie_adjusted": 0.75, "mean_score": 1.0,
                       "judged": 4, "wins": 2, "ties": 2, "losses": 0, "malformed_verdicts": 6}
-    assert http.errors == 2  # the broken question, in both orders, after the retries
+    # the broken question, in both orders, after its retry
+    assert [(f.kind, f.attempts) for f in http.failures] == [("http 500", 2)] * 2
 
-    first = StubJudge.requests[0]
-    assert first["path"] == "/v1/chat/completions" and first["auth"] == "Bearer k"
-    body = first["body"]
-    assert body["model"] == "stub-judge" and body["temperature"] == 0
-    assert body["messages"][0] == {"role": "system", "content": judge.INSTRUCTIONS}
-    assert body["messages"][1]["content"][1]["image_url"]["url"].startswith(
-        "data:image/png;base64,")
+    first = stub.requests[0]
+    assert first.path == "/v1/chat/completions" and first.authorization == "Bearer k"
+    assert first.model == "stub-judge" and first.body["temperature"] == 0
+    assert first.body["messages"][0] == {"role": "system", "content": judge.INSTRUCTIONS}
+    assert [p["type"] for p in first.content] == ["text", "image_url"]
+    assert np.array_equal(np.asarray(first.images[0]), np.asarray(image()))
 
 
-def test_model_as_b_first_then_as_a(server):
-    http = judge.HttpJudge(server + "/chat/completions", "stub", retries=1)
+def test_model_as_b_first_then_as_a(stub):
+    http = judge.HttpJudge(ChatClient(stub.url + "/chat/completions", "stub", max_retries=0))
     judge.judge_pairs(http, ["good"], [None], [f"{MODEL_TAG} x"], ["ref"])
-    texts = [r["body"]["messages"][1]["content"][0]["text"] for r in StubJudge.requests]
+    texts = [r.text for r in stub.requests]
     assert {t.split("[Answer of assistant B]\n")[1].startswith(MODEL_TAG) for t in texts} == {
         True, False}
-    assert all(len(r["body"]["messages"][1]["content"]) == 1 for r in StubJudge.requests)
+    assert all(r.image_bytes == [] for r in stub.requests)
 
 
 def test_unreachable_judge_counts_malformed():
-    http = judge.HttpJudge("http://127.0.0.1:9/v1", "nobody", timeout=1, retries=1)
+    http = judge.HttpJudge(ChatClient("http://127.0.0.1:9/v1", "nobody", timeout=1,
+                                      max_retries=1, backoff=0.001))
     judged = judge.judge_pairs(http, ["q"], [None], ["a"], ["b"])
-    assert judge.summarize(judged)["malformed_verdicts"] == 2 and http.errors == 2
+    assert judge.summarize(judged)["malformed_verdicts"] == 2
+    assert [(f.kind, f.attempts) for f in http.failures] == [("connection", 2)] * 2
+
+
+# lmms-eval's protocol on scripted replies: (reply, the judgement lmms-eval reads from it)
+SCRIPT = [("Mine first... My final verdict is: [[B>>A]]", "Better++"),
+          ("[[B>A]]", "Better"),
+          ("B is better [[B>A]], as said: [[B>A]]", "Better"),
+          ("My final verdict is tie: [[A=B]]", "Tie"),
+          ("[[A>B]]", "Worse"),
+          ("[[A>>B]]", "Worse++"),
+          ("Both answers are fine.", "Unclear"),
+          # labels that disagree: the whole reply is read, and "A>B" is looked for first
+          ("[[A>B]] or maybe [[B>A]]", "Worse"),
+          ("", "Unclear"),  # a failed judge request
+          ("Overall B>>A, clearly.", "Better++")]  # no label: the whole reply is read
+
+
+def test_lmms_protocol_reproduces_lmms_evals_aggregate():
+    asked = []
+
+    def scripted(pairs):
+        asked.extend(pairs)
+        return [reply for reply, _ in SCRIPT]
+
+    n = len(SCRIPT)
+    judged = wildvision_lmms.judge_samples(scripted, [f"q{i}" for i in range(n)], [image] * n,
+                                           [f"model {i}" for i in range(n)],
+                                           [f"reference {i}" for i in range(n)])
+    assert [j["judgement"] for j in judged] == [judgement for _, judgement in SCRIPT]
+    assert [j["score"] for j in judged] == [2, 1, 1, 0, -1, -2, 0, -1, 0, 2]
+    # judged once each, the reference as assistant A, the model as B
+    assert [(p.a, p.b) for p in asked] == [(f"reference {i}", f"model {i}") for i in range(n)]
+    assert asked[0].instructions == wildvision_lmms.INSTRUCTIONS
+    assert asked[0].text().startswith("<|User Prompt|>\nq0\n\n<|The Start of Assistant A's")
+
+    # by hand: 10 samples; Better++ 2, Better 2, Tie 1, Worse 2, Worse++ 1, Unclear 2;
+    # scores 2+1+1+0-1-2+0-1+0+2 = 2
+    assert wildvision_lmms.summarize(judged) == pytest.approx({
+        "win_rate": 0.4, "raw_scores": 0.2, "win_rates": 40.0,
+        "judgements_better": 20.0, "judgements_better_plus": 20.0,
+        "judgements_worse": 20.0, "judgements_worse_plus": 10.0,
+        "judgements_tie": 10.0, "judgements_unclear": 20.0})
+
+
+def test_lmms_labels_outside_the_five_are_unclear():
+    assert wildvision_lmms.read_judgement("[[A>>>B]]") == ("Unclear", 0)
+    assert wildvision_lmms.read_judgement("[[B]] so B>A") == ("Unclear", 0)  # the label is read
 
 
 def test_annotation_csv_round_trip(tmp_path):

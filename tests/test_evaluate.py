@@ -63,8 +63,11 @@ def test_results_predictions_and_table(runs):
         if task.score is not None:
             assert 0 <= result[task.metric] <= 1
     assert results["aokvqa_da_en"]["skipped"] == 1  # the difficult question
-    assert results["wildvision_en"]["judge"].endswith("ckpt")
-    assert results["wildvision_en"]["judged"] + results["wildvision_en"]["malformed_verdicts"] > 0
+    assert all(r["checkpoint"] == str(root / "ckpt") for r in results.values())
+    wildvision = results["wildvision_en"]
+    assert wildvision["judge"].endswith("ckpt") and wildvision["protocol"] == "lmms"
+    assert sum(v for k, v in wildvision.items() if k.startswith("judgements_")) == \
+        pytest.approx(100)
 
     records = [json.loads(line) for line in lines]
     assert len(records) == sum(r["n"] for r in results.values())

@@ -1,39 +1,37 @@
 """Pairwise judging of open-ended answers (WildVision): the model against a reference model.
 
 A judge sees the user's instruction (and image) and two answers, A and B, and ends with one
-verdict: ``[[A>>B]]``, ``[[A>B]]``, ``[[A=B]]``, ``[[B>A]]`` or ``[[B>>A]]``. Every sample is
-judged twice, the model as B (the reference first, as lmms-eval's WildVision does) and then as A,
+verdict: ``[[A>>B]]``, ``[[A>B]]``, ``[[A=B]]``, ``[[B>A]]`` or ``[[B>>A]]``. This module's
+protocol (``both_orders``; lmms-eval's single judgement is `wildvision_lmms`) judges every sample
+twice, the model as B (the reference first, as lmms-eval's WildVision does) and then as A,
 so that a judge's preference for a position cancels out. From the model's side a verdict scores
 +2 (much better) ... −2 (much worse); a sample's score is the mean of its readable verdicts, and
 it is a win (> 0), a tie (0) or a loss (< 0). Reported: ``win_rate`` (ties count 0),
 ``win_rate_tie_adjusted`` (ties count ½), ``mean_score``, and the verdicts that could not be read
 (``malformed_verdicts``, counted, never fatal).
 
-Judges: ``HttpJudge`` (any OpenAI-compatible ``/chat/completions`` endpoint) and ``LocalJudge``
-(a checkpoint of ours). Automatic judges are a proxy: the paper stresses human evaluation for
-open-ended generation, so ``export_annotation`` writes a blind CSV for annotators and
-``score_annotation`` reads it back into the same metrics.
+Judges: ``HttpJudge`` (any OpenAI-compatible server, through `runtime.openai_api`) and
+``LocalJudge`` (a checkpoint of ours); every protocol asks them through ``Pair``. Automatic
+judges are a proxy: the paper stresses human evaluation for open-ended generation, so
+``export_annotation`` writes a blind CSV for annotators and ``score_annotation`` reads it back
+into the same metrics.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
 import dataclasses
 import io
-import json
 import math
 import random
 import re
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from basque_vlm.runtime.openai_api import ChatClient, Failure, image_part, text_part
 
 VERDICTS = {"A>>B": 2, "A>B": 1, "A=B": 0, "B>A": -1, "B>>A": -2}  # from A's side
 _VERDICT = re.compile(r"\[\[\s*(A>>B|A>B|A=B|B>A|B>>A)\s*\]\]")
@@ -51,15 +49,18 @@ TEMPLATE = ("[User request]\n{question}\n\n[Answer of assistant A]\n{a}\n[End of
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
-    """One judging request: the instruction, its image, answers A and B."""
+    """One judging request: the instruction, its image, answers A and B, and how the judge is
+    asked (its ``instructions``, and the ``template`` that lays out question and answers)."""
 
     question: str
     image: Callable[[], Image.Image] | None
     a: str
     b: str
+    instructions: str = INSTRUCTIONS
+    template: str = TEMPLATE
 
     def text(self) -> str:
-        return TEMPLATE.format(question=self.question, a=self.a, b=self.b)
+        return self.template.format(question=self.question, a=self.a, b=self.b)
 
 
 Judge = Callable[[Sequence[Pair]], list[str]]  # the judge's replies, one per pair
@@ -104,51 +105,27 @@ def summarize(judged: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "malformed_verdicts": malformed}
 
 
-def image_data_url(image: Image.Image) -> str:
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 class HttpJudge:
-    """A judge behind an OpenAI-compatible chat completions endpoint (``url``: the API base,
-    e.g. ``http://host:8000/v1``, or the full ``.../chat/completions`` URL). A request that
-    keeps failing yields an empty reply (a malformed verdict), not an error."""
+    """A judge behind an OpenAI-compatible server (``client``): the instructions as the system
+    message, then the question and answers and the image in the user message; greedy. A request
+    that fails after the client's retries yields an empty reply (an unreadable verdict) and is
+    kept in ``failures`` (those of the last call)."""
 
-    def __init__(self, url: str, model: str, api_key: str | None = None, timeout: float = 120,
-                 retries: int = 3, workers: int = 4, max_tokens: int = 1024):
-        self.url = url if url.rstrip("/").endswith("/chat/completions") else (
-            url.rstrip("/") + "/chat/completions")
-        self.model, self.api_key, self.timeout = model, api_key, timeout
-        self.retries, self.workers, self.max_tokens = retries, workers, max_tokens
-        self.errors = 0
+    def __init__(self, client: ChatClient, max_tokens: int = 1024):
+        self.client, self.max_tokens = client, max_tokens
+        self.failures: list[Failure] = []
 
     def __call__(self, pairs: Sequence[Pair]) -> list[str]:
-        with ThreadPoolExecutor(self.workers) as pool:
-            return list(pool.map(self._ask, pairs))
+        replies = self.client.complete_all((self._messages(p) for p in pairs),
+                                           max_tokens=self.max_tokens, temperature=0)
+        self.failures = [r for r in replies if isinstance(r, Failure)]
+        return [r if isinstance(r, str) else "" for r in replies]
 
-    def _ask(self, pair: Pair) -> str:
-        content: list[dict[str, Any]] = [{"type": "text", "text": pair.text()}]
-        if pair.image is not None:
-            content.append({"type": "image_url",
-                            "image_url": {"url": image_data_url(pair.image())}})
-        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
-                           "messages": [{"role": "system", "content": INSTRUCTIONS},
-                                        {"role": "user", "content": content}]}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        for attempt in range(self.retries):
-            try:
-                request = urllib.request.Request(self.url, body, headers)
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.load(response)["choices"][0]["message"]["content"] or ""
-            except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError,
-                    TypeError):
-                if attempt + 1 < self.retries:
-                    time.sleep(min(2 ** attempt, 30))
-        self.errors += 1
-        return ""
+    @staticmethod
+    def _messages(pair: Pair) -> list[dict[str, Any]]:
+        image = [] if pair.image is None else [image_part(pair.image())]
+        return [{"role": "system", "content": pair.instructions},
+                {"role": "user", "content": [text_part(pair.text()), *image]}]
 
 
 class LocalJudge:
@@ -158,7 +135,7 @@ class LocalJudge:
         self.generator, self.max_new_tokens = generator, max_new_tokens
 
     def __call__(self, pairs: Sequence[Pair]) -> list[str]:
-        return self.generator([f"{INSTRUCTIONS}\n\n{p.text()}" for p in pairs],
+        return self.generator([f"{p.instructions}\n\n{p.text()}" for p in pairs],
                               [p.image for p in pairs], self.max_new_tokens)
 
 

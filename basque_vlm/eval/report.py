@@ -11,6 +11,11 @@ from typing import Any
 
 from basque_vlm.eval.tasks import LANGS, TASKS
 
+# Beside an open-ended task's win_rate, the table shows those of these its judging protocol
+# reports; the scores (−2…+2) are signed, every other metric a percentage.
+OPEN_ENDED_EXTRAS = ("win_rate_tie_adjusted", "mean_score", "raw_scores")
+SCORES = ("mean_score", "raw_scores")
+
 
 def predictions_path(out: Path) -> Path:
     """``results.json`` → ``results.predictions.jsonl`` (beside it)."""
@@ -36,7 +41,7 @@ def _cell(result: Mapping[str, Any] | None, metric: str) -> str:
     if result is None:
         return ""
     value = result.get(metric)
-    text = "n/a" if value is None else (f"{100 * value:.1f}" if metric != "mean_score"
+    text = "n/a" if value is None else (f"{100 * value:.1f}" if metric not in SCORES
                                         else f"{value:+.2f}")
     return f"{text} (n={result['n']}, {result['prompt']} prompt)"
 
@@ -52,7 +57,8 @@ def markdown_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     for family, by_lang in families.items():
         metrics = [TASKS[next(iter(by_lang.values()))].metric]
         if metrics == ["win_rate"]:
-            metrics += ["win_rate_tie_adjusted", "mean_score"]
+            metrics += [m for m in OPEN_ENDED_EXTRAS
+                        if any(m in results[name] for name in by_lang.values())]
         for metric in metrics:
             cells = [_cell(results.get(by_lang.get(lang, "")), metric) for lang in LANGS]
             lines.append(f"| {family} | {metric} | " + " | ".join(cells) + " |")

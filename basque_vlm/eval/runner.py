@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import jax
 import numpy as np
@@ -27,6 +28,11 @@ from basque_vlm.eval.tasks import Sample, Task
 from basque_vlm.infer import decode
 from basque_vlm.infer.prompts import chat_inputs
 from basque_vlm.store import checkpoint
+
+# What answers a task's prompts: (prompts, image loaders (None: text only), max_new_tokens,
+# progress) → one answer each. `Generator` (a checkpoint) or `api_model.ApiGenerator`.
+Answerer = Callable[[Sequence[str], Sequence[Callable[[], Image.Image] | None], int,
+                     Callable[[int], None] | None], list[str]]
 
 
 class Generator:
@@ -98,6 +104,20 @@ class Generator:
         return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
 
 
+class Unanswered(str):
+    """The empty answer a generator gives for a prompt it could not answer (an API model's
+    request that failed after its retries): scored as a wrong answer, and counted in the results
+    by ``kind`` (``http 500``, ``timeout``, ...)."""
+
+    kind: str
+    detail: str
+
+    def __new__(cls, kind: str, detail: str) -> Self:
+        answer = super().__new__(cls, "")
+        answer.kind, answer.detail = kind, detail
+        return answer
+
+
 class Progress:
     """``task: done/total samples (rate, ETA)`` lines on stdout, at most every ``seconds``;
     only process 0 prints, extrapolating its own share to all processes."""
@@ -137,7 +157,7 @@ def load_samples(task: Task, data_dir: Path, limit: int | None) -> tuple[list[Sa
     return samples, skipped
 
 
-def answer(task: Task, samples: Sequence[Sample], generator: Generator, prompt_lang: str,
+def answer(task: Task, samples: Sequence[Sample], generator: Answerer, prompt_lang: str,
            max_new_tokens: int | None = None) -> list[dict[str, Any]]:
     """This process's share of ``samples`` answered and scored: one record per sample, with
     its ``index`` in ``samples``."""
@@ -153,6 +173,8 @@ def answer(task: Task, samples: Sequence[Sample], generator: Generator, prompt_l
         record = {"task": task.name, "index": i, "id": sample.id, "prompt": prompt,
                   "prediction": prediction, "references": task.references(sample),
                   "score": None}
+        if isinstance(prediction, Unanswered):
+            record.update(failed=prediction.kind, failure=prediction.detail)
         if task.score is not None:
             record["score"], extra = task.score(prediction, sample)
             record.update(extra)
@@ -182,7 +204,8 @@ def gather(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def summarize(task: Task, records: Sequence[dict[str, Any]], skipped: int, prompt_lang: str
               ) -> dict[str, Any]:
-    """``{metric: value, "n": count, "prompt": lang}`` (+ ``skipped``, ``unparsed``)."""
+    """``{metric: value, "n": count, "prompt": lang}`` (+ ``skipped``, ``unparsed``, and
+    ``failed`` with the ``failures`` by kind)."""
     result: dict[str, Any] = {}
     if task.score is not None:
         result[task.metric] = math.fsum(r["score"] for r in records) / len(records)
@@ -192,5 +215,8 @@ def summarize(task: Task, records: Sequence[dict[str, Any]], skipped: int, promp
     for field in ("choice", "parsed"):  # answers the scorer could not read
         if records and field in records[0]:
             result["unparsed"] = sum(r[field] is None for r in records)
+    failed = Counter(r["failed"] for r in records if "failed" in r)
+    if failed:
+        result.update(failed=sum(failed.values()), failures=dict(sorted(failed.items())))
     return result
 

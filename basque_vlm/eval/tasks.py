@@ -169,7 +169,8 @@ def in_both_languages(family: str, **kw: Any) -> dict[str, Task]:
     return {f"{family}_{lang}": Task(name=f"{family}_{lang}", lang=lang, **kw) for lang in LANGS}
 
 
-# WildVision answers are long: lmms-eval allows 4096 new tokens; 1024 keeps CPU/TPU runs bounded.
+# WildVision answers are long: 1024 new tokens keep CPU/TPU runs bounded; the `lmms` judging
+# protocol (eval/protocols.py) uses lmms-eval's 4096 instead.
 OPEN_ENDED_TOKENS = 1024
 ENTRY_POINTS = "basque_vlm.tasks"  # the entry-point group of modules that register tasks
 

@@ -9,7 +9,11 @@ The stage is the config's argument (default ``align``):
     python -m basque_vlm.train --config=configs/latxa31_8b.py:align \\
         --workdir=$ROOT/workdirs/latxa31_8b_align
     python -m basque_vlm.train --config=configs/latxa31_8b.py:instruct \\
-        --workdir=$ROOT/workdirs/latxa31_8b_instruct --config.data.basque_ratio=0.2
+        --workdir=$ROOT/workdirs/latxa31_8b_instruct
+
+The connector is linear, as in the paper (LLaVA-1.5 and Pangea: ``mlp2x_gelu``). Every setting
+and its source: `basque_vlm.training.configs.paper` (``data.basque_ratio``: 0.8 to align, 0.2 to
+instruct).
 """
 
 import ml_collections

@@ -30,6 +30,7 @@ Keys:
 import ml_collections
 
 PAPER_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+# The instruct stage only: each cell sets its data.basque_ratio; align keeps its 0.8 (the cards).
 CONFIGS = dict(llama31_8b="configs/llama31_8b.py:instruct",
                latxa31_8b="configs/latxa31_8b.py:instruct",
                demo="configs/demo.py")

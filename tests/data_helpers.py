@@ -15,13 +15,18 @@ def demo_config(root: Path, **data: object) -> ml_collections.ConfigDict:
     """``configs/demo.py`` with ``data.root = root`` and the given ``data`` overrides (global
     batches of 16 unless overridden: the data tests' expectations are written for 16)."""
     data = {"global_batch_size": 16, **data}
-    spec = importlib.util.spec_from_file_location("demo_config", REPO / "configs" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config("demo.py")
     config.data.root = str(root)
     config.data.update(data)
     return config
+
+
+def load_config(file: str, *args: object) -> ml_collections.ConfigDict:
+    """``get_config(*args)`` of ``configs/FILE``."""
+    spec = importlib.util.spec_from_file_location(Path(file).stem, REPO / "configs" / file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(*args)
 
 
 def draw(stream, steps: int) -> list[dict[str, np.ndarray]]:

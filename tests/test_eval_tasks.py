@@ -5,38 +5,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import run_cli
-from PIL import Image
+from eval_helpers import evaluate
 
 from basque_vlm.eval import metrics, runner, tasks
 from basque_vlm.eval.taskdata import TaskDataError
 from basque_vlm.testing import checkpoints, eval_fixtures, tiny_models
 
 
-class Scripted:
-    """A stand-in for ``runner.Generator``: answer ``i`` is ``answers[i]``; images are loaded."""
-
-    def __init__(self, answers):
-        self.answers = answers
-        self.prompts = []
-
-    def __call__(self, prompts, images, max_new_tokens, progress=None):
-        assert all(isinstance(load(), Image.Image) for load in images if load is not None)
-        self.prompts += prompts
-        return [self.answers[i] for i in range(len(prompts))]
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, demo_root):
     data = eval_fixtures.write_all(tmp_path_factory.mktemp("eval_data"))
     return data
-
-
-def evaluate(name, data_dir, answers, limit=None, prompt_lang=None):
-    task = tasks.TASKS[name]
-    samples, skipped = runner.load_samples(task, data_dir, limit)
-    scripted = Scripted(answers(samples) if callable(answers) else answers)
-    records = runner.gather(runner.answer(task, samples, scripted, prompt_lang or task.lang))
-    return runner.summarize(task, records, skipped, prompt_lang or task.lang), records, scripted
 
 
 def right_on_even(samples, right, wrong):

@@ -6,7 +6,8 @@ an instruction line), and each has a Basque variant stored beside the English on
 task prompts in its data's language; ``prompt_lang`` overrides it (e.g. Basque questions with the
 English instruction, as lmms-eval would run a translated set), and the results record which was
 used. Each task reads ``DATA_DIR/<task name>/`` (see README, "Evaluation data") unless it brings
-its own data (``Task.data``).
+its own data (``Task.data``); where that folder is a hub snapshot of several splits, only its own
+split (``Task.hub_splits``).
 
 The registry (``TASKS``) holds the benchmarks below and the tasks of every module named in the
 ``basque_vlm.tasks`` entry-point group of an installed package, imported on first use: such a
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from basque_vlm.eval import metrics
+from basque_vlm.eval import id_list, metrics
 from basque_vlm.eval.taskdata import Row, read_rows
 
 LANGS = ("eu", "en")
@@ -56,10 +57,17 @@ class Task:
     score: Callable[[str, Sample], tuple[float, dict[str, Any]]] | None
     # The task's own data folder (made on first use if need be); None: DATA_DIR/<name>
     data: Callable[[], Path] | None = None
+    # The hub splits the task reads from a folder holding several; (): its language's
+    splits: tuple[str, ...] = ()
 
     def folder(self, data_dir: Path) -> Path:
         """Where the task's data is: its own folder, or ``data_dir/<name>``."""
         return self.data() if self.data is not None else data_dir / self.name
+
+    def hub_splits(self) -> tuple[str, ...]:
+        """The splits the task reads from a hub snapshot, the first one found: ``splits``, or
+        its language code (the releases' ``en``/``eu``)."""
+        return self.splits or (self.lang,)
 
     @property
     def family(self) -> str:
@@ -81,26 +89,49 @@ class Task:
 # -- loaders: Hugging Face schemas ----------------------------------------------------------
 
 
-def _sample(row: Row, question: str, target: Any, image_columns: tuple[str, ...] = ("image",),
-            **kw: Any) -> Sample:
-    sample_id = row.get("question_id", "id", kind=(str, int), optional=True)
+def fields(*names: str, **columns: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """A loader's fields (field → the columns that may hold it, the first present is read):
+    ``image`` and ``id`` as the released sets name them, each of ``names`` in the column of its
+    own name, and ``columns``. ``columns.json`` in a task folder overrides them (`taskdata`)."""
+    return {"image": ("image",), "id": ("question_id", "id"), **{n: (n,) for n in names},
+            **columns}
+
+
+# WildVision-Bench (lmms-eval's release) keeps the reference model's answer in a column named after
+# the model; a plain ``reference`` column works too.
+REFERENCE_COLUMNS = ("reference", "claude-3-sonnet-20240229")
+VQAV2_FIELDS = fields("question", "answers")
+AOKVQA_MC_FIELDS = fields("question", "choices", "correct_choice_idx")
+AOKVQA_DA_FIELDS = fields("question", "direct_answers", "difficult_direct_answer")
+YES_NO_FIELDS = fields("question", "answer")
+OPEN_ENDED_FIELDS = fields(instruction=("instruction", "question"), reference=REFERENCE_COLUMNS)
+
+
+def rows(task: Task, folder: Path, task_fields: dict[str, tuple[str, ...]]) -> Iterator[Row]:
+    """The rows of the task's split in ``folder`` (`taskdata.read_rows`)."""
+    return read_rows(folder, task.hub_splits(), task_fields)
+
+
+def _sample(row: Row, question: str, target: Any, **kw: Any) -> Sample:
+    sample_id = row.get("id", kind=(str, int), optional=True)
     return Sample(id=str(sample_id if sample_id is not None else f"{row.path.name}:{row.where}"),
-                  question=question.strip(), image=row.image(*image_columns), target=target,
+                  question=question.strip(), image=row.image(), target=target,
                   where=f"{row.path} {row.where}", **kw)
 
 
 def load_vqav2(task: Task, folder: Path) -> Iterator[Sample]:
     """``question``, ``answers`` (strings, or VQAv2's ``{"answer": ...}`` dicts), ``image``."""
-    for row in read_rows(folder):
+    for row in rows(task, folder, VQAV2_FIELDS):
         yield _sample(row, row.get("question"), row.strings("answers", key="answer"))
 
 
 def load_aokvqa_mc(task: Task, folder: Path) -> Iterator[Sample]:
-    """``question``, ``choices`` (strings), ``correct_choice_idx``, ``image``."""
-    for row in read_rows(folder):
+    """``question``, ``choices`` (strings), ``correct_choice_idx``, ``image``; the released
+    A-OK-VQA-eu stores the list and the index as strings."""
+    for row in rows(task, folder, AOKVQA_MC_FIELDS):
         choices = row.strings("choices")
-        correct = row.get("correct_choice_idx", kind=int)
-        if not 0 <= correct < len(choices):
+        correct = row.index("correct_choice_idx")
+        if correct >= len(choices):
             raise row.fail(f"correct_choice_idx {correct} is not an index of the "
                            f"{len(choices)} choices")
         yield _sample(row, row.get("question"), correct, choices=tuple(choices))
@@ -109,7 +140,7 @@ def load_aokvqa_mc(task: Task, folder: Path) -> Iterator[Sample]:
 def load_aokvqa_da(task: Task, folder: Path) -> Iterator[Sample | None]:
     """``question``, ``direct_answers`` (strings), ``difficult_direct_answer`` (the official
     evaluation skips those), ``image``."""
-    for row in read_rows(folder):
+    for row in rows(task, folder, AOKVQA_DA_FIELDS):
         if row.get("difficult_direct_answer", kind=bool, optional=True):
             yield None
         else:
@@ -119,22 +150,17 @@ def load_aokvqa_da(task: Task, folder: Path) -> Iterator[Sample | None]:
 def load_yes_no(task: Task, folder: Path) -> Iterator[Sample | None]:
     """``question``, ``answer``, ``image``; rows whose answer is not yes/no (bai/ez) are
     skipped (and counted)."""
-    for row in read_rows(folder):
+    for row in rows(task, folder, YES_NO_FIELDS):
         answer = row.get("answer")
         yield (None if metrics.parse_yes_no(answer) is None
                else _sample(row, row.get("question"), answer))
 
 
-# WildVision-Bench (lmms-eval's release) keeps the reference model's answer in a column named after
-# the model; a plain ``reference`` column works too.
-REFERENCE_COLUMNS = ("reference", "claude-3-sonnet-20240229")
-
-
 def load_open_ended(task: Task, folder: Path) -> Iterator[Sample]:
     """``instruction`` (or ``question``), ``image``, and the reference model's answer
     (``reference`` or ``claude-3-sonnet-20240229``)."""
-    for row in read_rows(folder):
-        yield _sample(row, row.get("instruction", "question"), row.get(*REFERENCE_COLUMNS))
+    for row in rows(task, folder, OPEN_ENDED_FIELDS):
+        yield _sample(row, row.get("instruction"), row.get("reference"))
 
 
 # -- scorers --------------------------------------------------------------------------------
@@ -164,9 +190,14 @@ def score_exact(prediction: str, sample: Sample) -> tuple[float, dict[str, Any]]
     return metrics.exact_match(prediction, sample.target), {}
 
 
-def in_both_languages(family: str, **kw: Any) -> dict[str, Task]:
-    """``FAMILY_eu`` and ``FAMILY_en``: one task per language, alike but for ``lang``."""
-    return {f"{family}_{lang}": Task(name=f"{family}_{lang}", lang=lang, **kw) for lang in LANGS}
+def in_both_languages(family: str, english_split: str | None = None, **kw: Any
+                      ) -> dict[str, Task]:
+    """``FAMILY_eu`` and ``FAMILY_en``: one task per language, alike but for ``lang``. The
+    English task also reads ``english_split`` of a snapshot of the English original."""
+    return {f"{family}_{lang}": Task(name=f"{family}_{lang}", lang=lang, **kw,
+                                     splits=((lang, english_split)
+                                             if lang == "en" and english_split else ()))
+            for lang in LANGS}
 
 
 # WildVision answers are long: 1024 new tokens keep CPU/TPU runs bounded; the `lmms` judging
@@ -204,17 +235,23 @@ class _Registry(Mapping[str, Task]):
         return len(self._all())
 
 
+# The English originals' evaluation splits, read where a folder is a snapshot of one:
+# lmms-lab/VQAv2 and HuggingFaceM4/A-OKVQA `validation`, WildVision-Bench `test500`.
 TASKS = _Registry({
-    **in_both_languages("vqav2", metric="accuracy", max_new_tokens=16, load=load_vqav2,
-            instruction=SHORT_ANSWER, score=score_vqa),
-    **in_both_languages("aokvqa_mc", metric="accuracy", max_new_tokens=16, load=load_aokvqa_mc,
-            instruction=OPTION_LETTER, score=score_choice),
+    **in_both_languages("vqav2", "validation", metric="accuracy", max_new_tokens=16,
+            load=load_vqav2, instruction=SHORT_ANSWER, score=score_vqa),
+    **in_both_languages("aokvqa_mc", "validation", metric="accuracy", max_new_tokens=16,
+            load=load_aokvqa_mc, instruction=OPTION_LETTER, score=score_choice),
     "aokvqa_da_en": Task(name="aokvqa_da_en", lang="en", metric="accuracy", max_new_tokens=16,
-                         load=load_aokvqa_da, instruction=SHORT_ANSWER, score=score_direct),
+                         load=load_aokvqa_da, instruction=SHORT_ANSWER, score=score_direct,
+                         splits=("en", "validation")),
     **in_both_languages("pixmo_capqa", metric="accuracy", max_new_tokens=16, load=load_yes_no,
             instruction=SHORT_ANSWER, score=score_yes_no),
-    **in_both_languages("wildvision", metric="win_rate", max_new_tokens=OPEN_ENDED_TOKENS,
-            load=load_open_ended, instruction=NO_INSTRUCTION, score=None),
+    # Both languages keep the same fixed pairs (id_list.WILDVISION_IDS; empty: all rows).
+    **in_both_languages("wildvision", "test500", metric="win_rate",
+            max_new_tokens=OPEN_ENDED_TOKENS,
+            load=id_list.only_listed(load_open_ended, id_list.WILDVISION_IDS),
+            instruction=NO_INSTRUCTION, score=None),
 })
 
 

@@ -1,7 +1,9 @@
 """Small evaluation data files in the released Hugging Face schemas, written at test time.
 
 Formats vary on purpose: parquet with the ``Image`` feature's ``{"bytes", "path"}`` struct,
-JSONL and JSON lists with image paths relative to the file.
+JSONL and JSON lists with image paths relative to the file, and the paper's releases
+(``RELEASES``) as a hub snapshot lays them out: both languages' splits in one folder,
+``data/{split}-0000i-of-0000n.parquet``.
 """
 
 from __future__ import annotations
@@ -99,4 +101,66 @@ def write_all(data_dir: Path, n: int = 6) -> Path:
         write_json(data_dir / f"wildvision_{lang}" / "test500.json",
                    wildvision(lang, max(2, n // 2)))
     write_json(data_dir / "aokvqa_da_en" / "val.jsonl", aokvqa("en", n))
+    return data_dir
+
+
+# -- the paper's releases, as `hf download REPO --repo-type dataset --local-dir DIR` writes them
+
+
+def vqa_v2_eu(n: int) -> dict[str, list[dict]]:
+    """lukasArana/vqa-v2-eu: the same questions (same ids and images) in ``en`` and ``eu``."""
+    return {lang: vqav2(lang, n) for lang in ("en", "eu")}
+
+
+def a_ok_vqa_eu(n: int) -> dict[str, list[dict]]:
+    """lukasArana/A-OK-VQA-eu: ``image``, ``question``, ``choices`` (a string: the Python literal
+    of the list), ``correct_choice_idx`` (a string), ``question_id``; no direct answers. Its
+    ``en`` split is longer than ``eu`` (2,501 and 2,499 rows): here ``n + 1`` and ``n - 1``."""
+    def release(row: dict) -> dict:
+        return {"image": hf_image(row["image"]), "question": row["question"],
+                "choices": str(row["choices"]),
+                "correct_choice_idx": str(row["correct_choice_idx"]),
+                "question_id": row["question_id"]}
+
+    return {"en": [release(r) for r in aokvqa("en", n + 1)],
+            "eu": [release(r) for r in aokvqa("eu", n - 1)]}
+
+
+def pixmo_cap_qa_eu(n: int) -> dict[str, list[dict]]:
+    """lukasArana/Pixmo-cap-qa-eu: ``image``, ``question``, ``answer`` (yes/no, bai/ez)."""
+    return {lang: [{"image": r["image"], "question": r["question"], "answer": r["answer"]}
+                   for r in pixmo(lang, n)] for lang in ("en", "eu")}
+
+
+# repo → (its rows by split, the Basque and English tasks it serves, files per split)
+RELEASES = {
+    "lukasArana/vqa-v2-eu": (vqa_v2_eu, ("vqav2_eu", "vqav2_en"), 2),
+    "lukasArana/A-OK-VQA-eu": (a_ok_vqa_eu, ("aokvqa_mc_eu", "aokvqa_mc_en"), 1),
+    "lukasArana/Pixmo-cap-qa-eu": (pixmo_cap_qa_eu, ("pixmo_capqa_eu", "pixmo_capqa_en"), 1),
+}
+
+
+def write_snapshot(folder: Path, splits: dict[str, list[dict]], shards: int = 1) -> Path:
+    """``splits`` as a hub snapshot: each split in ``shards`` parquet files
+    ``data/{split}-0000i-of-0000n.parquet``, the card and the download cache beside them."""
+    cache = folder / ".cache" / "huggingface" / "download" / "data"
+    cache.mkdir(parents=True, exist_ok=True)
+    for split, rows in splits.items():
+        size = -(-len(rows) // shards)
+        for i in range(shards):
+            name = f"{split}-{i:05d}-of-{shards:05d}.parquet"
+            write_parquet(folder / "data" / name, rows[i * size:(i + 1) * size])
+            (cache / f"{name}.metadata").write_text("0\n0\n0\n")
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n"
+                                      + "".join(f"  - split: {s}\n    path: data/{s}-*\n"
+                                                for s in splits) + "---\n")
+    return folder
+
+
+def write_releases(data_dir: Path, n: int = 4) -> Path:
+    """Each of ``RELEASES`` downloaded once, into its Basque task's folder; its English task's
+    folder is a link to the same snapshot (README, "Evaluation data")."""
+    for rows, (eu_task, en_task), shards in RELEASES.values():
+        write_snapshot(data_dir / eu_task, rows(n), shards)
+        (data_dir / en_task).symlink_to(eu_task, target_is_directory=True)
     return data_dir

@@ -24,6 +24,7 @@ def optim(*, connector: float | None = None, language_model: float | None = None
                         (("vision_tower", vision_tower), ("connector", connector),
                          ("language_model", language_model))},
         warmup_ratio=warmup_ratio, weight_decay=weight_decay, grad_clip=grad_clip,
+        # torch's AdamW defaults, which the Hugging Face Trainer of LLaVA-1.5 and Pangea keeps
         b1=0.9, b2=0.999, eps=1e-8))
 
 
@@ -74,10 +75,16 @@ def mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.Confi
 # override --config.init_checkpoint / --config.data.root.
 PAPER_ROOT = "/data/basque_vlm"
 STAGES = ("align", "instruct")
-# One epoch = ceil(samples / global batch) steps; set these to the `written` counts of your
-# prepared data (`prepare_data`).
-ALIGN_SAMPLES = 595_375      # LLaVA-CC3M-Pretrain-595K, the captions LLaVA-1.5 aligns on
-INSTRUCT_SAMPLES = 300_000   # placeholder: PixMo-AMA + PixMo-CapQA (en+eu) + text-only
+# One epoch = ceil(samples / global batch) steps. Both are defaults: set them to the `written`
+# counts `prepare_data` reports for your data. English and Basque sets are translations of each
+# other, so an epoch is one language's worth of samples, drawn in both at `data.basque_ratio`.
+# align: the paper aligns on CC3M and its Basque translation without giving the count; 595,375
+# is LLaVA's filtered CC3M subset (LLaVA-CC3M-Pretrain-595K), the usual CC3M-based LLaVA
+# alignment set. LLaVA-1.5 itself aligns on LCS-558K.
+ALIGN_SAMPLES = 595_375
+# instruct: the ~146k rows of lukasArana/pixmo-ask-model-anything-eu; add your PixMo-CapQA and
+# text-only counts.
+INSTRUCT_SAMPLES = 146_000
 
 
 def paper(stage: str, name: str, converted: str) -> ml_collections.ConfigDict:
@@ -85,65 +92,77 @@ def paper(stage: str, name: str, converted: str) -> ml_collections.ConfigDict:
     backbone ``name``, whose converted checkpoint (CLIP ViT-L/14-336 + connector + LLM,
     `convert`) is ``converted``:
 
-    - ``align``: the connector only, LR 1e-3, global batch 256, CC3M captions in English and
-      Basque (the paper's translation); from the converted checkpoint.
-    - ``instruct``: connector + LLM at LR 2e-5, the vision tower frozen (tune it with
-      ``--config.optim.learning_rates.vision_tower=2e-6``), global batch 128, PixMo
-      AskModelAnything and CapQA in English and Basque plus text-only instructions; from the
-      ``align`` workdir.
+    - ``align``: the connector only, on CC3M captions, 80% Basque / 20% English; from the
+      converted checkpoint.
+    - ``instruct``: connector + LLM, the vision tower frozen, on PixMo AskModelAnything and
+      CapQA plus text-only instructions, 20% Basque (the swept value); from the ``align``
+      workdir.
 
-    Both: AdamW, weight decay 0, cosine after a 3% warmup, one epoch, max length 2048, bf16
-    compute with float32 master weights, the weights sharded over all devices (FSDP).
+    Each setting below carries its source (the paper, the released models' cards, LLaVA-1.5,
+    Pangea) or, marked "ours", the reason for it.
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r} "
                          f"(configs/{name}.py:align or :instruct)")
     align = stage == "align"
+    batch = 256 if align else 128  # LLaVA-1.5's global batches (Pangea: 512)
+    samples = ALIGN_SAMPLES if align else INSTRUCT_SAMPLES
     config = ml_collections.ConfigDict()
     config.stage = stage
+    # LLaVA-1.5: align from the pretrained parts, instruct from the aligned model
     config.init_checkpoint = converted if align else f"{PAPER_ROOT}/workdirs/{name}_align"
-    # logits_chunk: the loss computes the 128k-vocabulary logits 256 positions of each row at
-    # a time, never all 2,048 (README, "Will it fit?").
-    config.compute = dict(dtype="bfloat16", scan_layers=True, remat="full", attention="auto",
-                          logits_chunk=256)
-
-    batch = 256 if align else 128
-    if align:
-        sources = dict(cc3m_en=dict(path="cc3m_en", kind="caption"),
-                       cc3m_eu=dict(path="cc3m_eu", kind="caption"))
-    else:
-        sources = dict(
-            pixmo_ama_en=dict(path="pixmo_ama_en", kind="multimodal"),
-            pixmo_ama_eu=dict(path="pixmo_ama_eu", kind="multimodal"),
-            pixmo_capqa_en=dict(path="pixmo_capqa_en", kind="multimodal"),
-            pixmo_capqa_eu=dict(path="pixmo_capqa_eu", kind="multimodal"),
-            text_en=dict(path="text_instructions_en", kind="text_only"),
-            text_eu=dict(path="text_instructions_eu", kind="text_only"))
+    config.compute = dict(
+        dtype="bfloat16",   # LLaVA-1.5 and Pangea train in bf16 (float32 master weights here)
+        scan_layers=True,   # ours: one compiled layer for all 32, the same numbers
+        remat="full",       # ours: activations recomputed in the backward pass, to fit 8B
+        attention="auto",   # ours: splash on TPU, cuDNN on GPU (README, "Attention kernels")
+        logits_chunk=256)   # ours: 128k-vocabulary logits 256 positions at a time ("Will it fit?")
     config.data = dict(
-        root=f"{PAPER_ROOT}/data",   # prepared datasets (`prepare_data`), paths relative to it
-        tokenizer=config.get_ref("init_checkpoint"),  # its tokenizer, template and processor
-        tokens_per_image=576,        # CLIP ViT-L/14-336, class token dropped
-        sources=sources,
-        # The Basque share of the captions / multimodal instructions. The paper sweeps it from
-        # 0 to 1 (configs/sweep_ratio.py) and finds ~20% enough for Basque; 0.2 is its pick.
-        basque_ratio=0.2,
-        caption_ratio=1.0 if align else 0.0,
-        text_only_ratio=0.0 if align else 0.1,  # our default share of text-only instructions
-        max_length=2048,
-        length_buckets=(640, 768, 1024, 1536, 2048),
-        max_images=1,
+        root=f"{PAPER_ROOT}/data",  # ours: the prepared datasets, paths below relative to it
+        tokenizer=config.get_ref("init_checkpoint"),  # the backbone's tokenizer and template
+        tokens_per_image=576,       # CLIP ViT-L/14-336: (336/14)² patches, class token dropped
+        sources=_sources(align),
+        # the cards: align on 80% Basque captions; the paper sweeps instruct's share, picks 0.2
+        basque_ratio=0.8 if align else 0.2,
+        caption_ratio=1.0 if align else 0.0,  # the paper: captions align, instructions tune
+        text_only_ratio=0.0 if align else 0.1,  # ours: the paper adds text-only data, no share
+        max_length=2048,            # LLaVA-1.5 (Pangea: 8192); longer samples truncate or drop
+        length_buckets=(640, 768, 1024, 1536, 2048),  # ours: padded lengths, one compile each
+        max_images=1,               # the paper's data: one image per sample
         global_batch_size=batch,
-        seed=0,
-        num_workers=8,
-        num_threads=4,
-        prefetch=4,
+        seed=0,                     # ours
+        num_workers=8,              # ours: Grain workers per host, for a TPU VM's CPUs
+        num_threads=4,              # ours
+        prefetch=4,                 # ours
     )
-    config.optim = (optim(connector=1e-3) if align else
-                    optim(connector=2e-5, language_model=2e-5))
-    samples = ALIGN_SAMPLES if align else INSTRUCT_SAMPLES
-    config.train = train(num_steps=-(-samples // batch), log_every=10,
-                         checkpoint_every=250 if align else 500)
+    config.optim = optim(           # AdamW, cosine after a linear warmup: LLaVA-1.5, Pangea
+        connector=1e-3 if align else 2e-5,          # LLaVA-1.5, Pangea
+        language_model=None if align else 2e-5,     # LLaVA-1.5: frozen to align, 2e-5 to tune
+        vision_tower=None,          # frozen: LLaVA-1.5, the cards (Pangea: 2e-6, see README)
+        warmup_ratio=0.03,          # LLaVA-1.5, Pangea
+        weight_decay=0.0,           # LLaVA-1.5, Pangea
+        grad_clip=1.0)              # the Hugging Face Trainer's default, kept by LLaVA-1.5
+    config.train = train(
+        num_steps=-(-samples // batch),  # one epoch: LLaVA-1.5, Pangea
+        log_every=10,                    # ours
+        checkpoint_every=250 if align else 500)  # ours: at most ~an hour lost to a preemption
+    # ours: weights and optimizer state sharded over every device (LLaVA-1.5 tunes with ZeRO-3)
     config.mesh = mesh(data=1, fsdp=-1, tensor=1)
-    # None by default; e.g. --config.eval.tasks=vqav2_eu,vqav2_en --config.eval.data_dir=...
+    # none by default; e.g. --config.eval.tasks=vqav2_eu,vqav2_en --config.eval.data_dir=...
     config.eval = evaluation()
     return config
+
+
+def _sources(align: bool) -> dict[str, dict[str, str]]:
+    """The stage's prepared datasets (`prepare_data --out=DATA_ROOT/PATH`)."""
+    if align:  # the paper: CC3M and its Basque translation
+        return dict(cc3m_en=dict(path="cc3m_en", kind="caption"),
+                    cc3m_eu=dict(path="cc3m_eu", kind="caption"))
+    # the paper: PixMo AskModelAnything and CapQA in both languages, text-only instructions
+    return dict(
+        pixmo_ama_en=dict(path="pixmo_ama_en", kind="multimodal"),
+        pixmo_ama_eu=dict(path="pixmo_ama_eu", kind="multimodal"),
+        pixmo_capqa_en=dict(path="pixmo_capqa_en", kind="multimodal"),
+        pixmo_capqa_eu=dict(path="pixmo_capqa_eu", kind="multimodal"),
+        text_en=dict(path="text_instructions_en", kind="text_only"),
+        text_eu=dict(path="text_instructions_eu", kind="text_only"))

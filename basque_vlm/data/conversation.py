@@ -14,6 +14,10 @@ OpenAI-style format::
 An image item of a list content becomes ``<image>\\n`` and text items their text, concatenated:
 the layout that LLaVA data uses and that a checkpoint's chat template gives list contents
 (``basque_vlm.hf.importer.LIST_CONTENT_PRELUDE``). An optional ``lang`` field is kept.
+
+Hub tables give the question without a placeholder (``question``/``answer`` columns, captions,
+PixMo's ``messages``): with ``place_images`` the placeholders go first in the first user message,
+one ``<image>\n`` per image, where LLaVA's own data puts them.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from basque_vlm.data.errors import DataError, ErrorKind
+from basque_vlm.data.errors import DataError, ErrorKind, Unavailable
 from basque_vlm.data.image import open_image
 from basque_vlm.data.records import read_json_records
 
@@ -47,10 +51,18 @@ class Conversation:
     lang: str | None = None
 
 
-def from_record(record: Any, line: int | None = None) -> Conversation:
+# What a source yields per record: the conversation and its encoded images (as a prepared dataset
+# stores them), a bad record, or one left out for want of its downloaded image.
+Item = tuple[Conversation, list[bytes]] | DataError | Unavailable
+
+
+def from_record(record: Any, line: int | None = None, place_images: bool = False
+                ) -> Conversation:
     """Normalise and validate one record (either format); images are not touched.
 
-    Raises ``DataError``. A record without ``id`` is named after its ``line``.
+    Raises ``DataError``. A record without ``id`` is named after its ``line``. With
+    ``place_images``, a record with images and no ``<image>`` in its text gets the placeholders at
+    the start of its first user message.
     """
     if not isinstance(record, Mapping):
         raise DataError(ErrorKind.MALFORMED, "a record must be a JSON object", line=line)
@@ -71,6 +83,8 @@ def from_record(record: Any, line: int | None = None) -> Conversation:
         messages, images = _llava(record, fail)
     else:
         messages, images = _openai(record, fail)
+    if place_images and images and not any(IMAGE_PLACEHOLDER in m.text for m in messages):
+        messages = _with_placeholders(messages, len(images))
     lang = record.get("lang")
     if lang is not None and not isinstance(lang, str):
         raise fail(ErrorKind.MALFORMED, "'lang' must be a string")
@@ -103,13 +117,19 @@ def check_images(conv: Conversation, image_root: str | os.PathLike) -> list[Path
         if not path.is_file():
             raise DataError(ErrorKind.MISSING_IMAGE, f"image file not found: {path}",
                             record_id=conv.id)
-        try:
-            open_image(path)
-        except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
-            raise DataError(ErrorKind.BAD_IMAGE, f"unreadable image {path}: "
-                            f"{type(e).__name__}: {e}".splitlines()[0], record_id=conv.id) from e
+        check_image(path, conv.id, path)
         paths.append(path)
     return paths
+
+
+def check_image(source: bytes | Path, record_id: str, name: object) -> None:
+    """Decodes the image in full (`open_image`); raises ``DataError`` (``bad_image``, naming
+    ``name``) when it does not."""
+    try:
+        open_image(source)
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+        raise DataError(ErrorKind.BAD_IMAGE, f"unreadable image {name}: "
+                        f"{type(e).__name__}: {e}".splitlines()[0], record_id=record_id) from e
 
 
 def _llava(record: Mapping, fail) -> tuple[list[Message], list[str]]:
@@ -166,6 +186,14 @@ def _image_list(images: Any, field: str, fail) -> list[str]:
     if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
         raise fail(ErrorKind.MALFORMED, f"'{field}' must be a path or a list of paths")
     return images
+
+
+def _with_placeholders(messages: list[Message], count: int) -> list[Message]:
+    first = next((i for i, m in enumerate(messages) if m.role == "user"), None)
+    if first is None:
+        return messages  # _validate reports the missing user message
+    placed = Message("user", f"{IMAGE_PLACEHOLDER}\n" * count + messages[first].text)
+    return [*messages[:first], placed, *messages[first + 1:]]
 
 
 def _validate(conv: Conversation, fail) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 
 
@@ -22,17 +23,30 @@ class ErrorKind(enum.StrEnum):
 
 
 class DataError(ValueError):
-    """A bad record. ``record_id`` and/or ``line`` locate it; ``kind`` says why."""
+    """A bad record. ``record_id`` and/or ``line`` (of a JSON file) or ``row`` (of a table, from
+    0) locate it; ``kind`` says why."""
 
     def __init__(self, kind: ErrorKind, message: str, *, record_id: str | None = None,
-                 line: int | None = None):
+                 line: int | None = None, row: int | None = None):
         self.kind = ErrorKind(kind)
         self.message = message
         self.record_id = record_id
         self.line = line
+        self.row = row
         super().__init__(str(self))
 
     def __str__(self) -> str:
         where = [f"record {self.record_id!r}"] if self.record_id is not None else []
         where += [f"line {self.line}"] if self.line is not None else []
+        where += [f"row {self.row}"] if self.row is not None else []
         return f"{', '.join(where) or 'record'}: {self.message} [{self.kind}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Unavailable:
+    """A record left out because its image could not be downloaded: ``kind`` is the failure that
+    ``download_images`` recorded (``http_404``, ``checksum``, ...). Not a bad record: dead links
+    are the normal state of a URL dataset, and the download summary already counted them."""
+
+    record_id: str
+    kind: str

@@ -37,6 +37,7 @@ _DEFAULTS = {
                                  image_mean=HALF, image_std=HALF),
 }
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+STORED_FORMATS = ("PNG", "JPEG")  # what a prepared dataset keeps as it is
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +134,16 @@ def open_image(source: bytes | str | os.PathLike, timeout: float = 30.0) -> Imag
         pixels = np.asarray(upright, dtype=np.float64) / 257
         upright = Image.fromarray(np.round(pixels).astype(np.uint8), mode="L")
     return _to_rgb(upright)
+
+
+def stored_bytes(data: bytes) -> bytes:
+    """What a prepared dataset stores for an encoded image: PNG and JPEG bytes as they are, any
+    other format as the image `open_image` gives (upright, RGB) re-encoded as PNG."""
+    if Image.open(io.BytesIO(data)).format in STORED_FORMATS:
+        return data
+    buf = io.BytesIO()
+    open_image(data).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def preprocess(image: Image.Image, spec: ImageSpec) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Conversation datasets on disk: LLaVA JSON + image folder → ArrayRecord shards in TFDS format.
+"""Conversation datasets on disk: LLaVA JSON + image folder, or a hub table (parquet, Arrow: see
+`hub_records`) → ArrayRecord shards in TFDS format.
 
 One dataset per (source, language) is one folder, which ``tfds.builder_from_directory`` reads::
 
@@ -19,30 +20,31 @@ metadata: the same files, written with one record in memory at a time.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
-from PIL import Image
 from tensorflow_datasets.core import dataset_info, example_serializer, file_adapters, naming
 
-from basque_vlm.data.conversation import Conversation, check_images, from_record, read_conversations
-from basque_vlm.data.errors import DataError, ErrorKind
-from basque_vlm.data.image import open_image
+from basque_vlm.data.columns import ColumnMap
+from basque_vlm.data.conversation import (Conversation, Item, check_images, from_record,
+                                          read_conversations)
+from basque_vlm.data.errors import DataError, ErrorKind, Unavailable
+from basque_vlm.data.hub_records import HubRecords
+from basque_vlm.data.image import stored_bytes
+from basque_vlm.runtime.progress import Throttle, rate_and_eta
 
 SPLIT = "train"
 VERSION = "1.0.0"
-KEPT_FORMATS = ("PNG", "JPEG")
 FEATURES = tfds.features.FeaturesDict({
     "id": tfds.features.Text(),
     "conversation": tfds.features.Text(),
@@ -72,56 +74,92 @@ def prepare(input_path: str | os.PathLike, image_root: str | os.PathLike,
             max_bad_fraction: float = 0.0, shard_bytes: int = 256 << 20,
             progress: Callable[[str], None] | None = None,
             progress_seconds: float = 10.0) -> dict[str, Any]:
-    """Write the records of ``input_path`` (LLaVA/OpenAI JSON or JSONL) as a dataset at ``out``.
-
-    With ``max_bad_fraction == 0`` the first bad record raises ``BadRecords`` naming it; else bad
-    records are skipped and counted, and ``BadRecords`` is raised at the end if they are more than
-    that fraction of all records. On failure nothing is left at ``out``. Returns the summary:
-    ``written``, ``skipped``, ``skipped_by_kind``, ``records`` (read), ``shards``, ``bytes``, ...
-    """
-    if not 0 <= max_bad_fraction <= 1:
-        raise ValueError(f"--max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
-    if not re.fullmatch(r"[a-z]{2,3}", lang):
-        raise ValueError(f"--lang must be a language code such as 'eu' or 'en', got {lang!r}")
-    input_path, image_root, out = Path(input_path), Path(image_root), Path(out)
+    """Write the records of ``input_path`` (LLaVA/OpenAI JSON or JSONL, image paths relative to
+    ``image_root``) as a dataset at ``out``; see `write` for the rest."""
+    _check_options(lang, max_bad_fraction)
+    input_path, image_root = Path(input_path), Path(image_root)
     if not input_path.is_file():
         raise FileNotFoundError(f"--input {input_path}: no such file")
     if not image_root.is_dir():
         raise FileNotFoundError(f"--image_root {image_root}: no such folder")
+    return write(_checked_records(input_path, image_root, lang), out, lang,
+                 name or f"{input_path.stem}_{lang}", source=input_path,
+                 max_bad_fraction=max_bad_fraction, shard_bytes=shard_bytes, progress=progress,
+                 progress_seconds=progress_seconds)
+
+
+def prepare_table(input_path: str | os.PathLike, out: str | os.PathLike, lang: str,
+                  columns: ColumnMap, split: str | None = None,
+                  image_root: str | os.PathLike | None = None, caption_prompt: str | None = None,
+                  name: str | None = None, max_bad_fraction: float = 0.0,
+                  shard_bytes: int = 256 << 20, progress: Callable[[str], None] | None = None,
+                  progress_seconds: float = 10.0) -> dict[str, Any]:
+    """Write split ``split`` of the hub table at ``input_path`` (parquet, Arrow, a snapshot or
+    ``save_to_disk`` folder), its rows mapped by ``columns``, as a dataset at ``out``; images as
+    `hub_records` finds them. See `write` for the rest."""
+    _check_options(lang, max_bad_fraction)
+    records = HubRecords(input_path, columns, lang, split, image_root, caption_prompt)
+    input_path = Path(input_path)
+    return write(records, out, lang, name or f"{_table_stem(input_path)}_{lang}",
+                 source=input_path, metadata={"split": records.table.split},
+                 max_bad_fraction=max_bad_fraction, shard_bytes=shard_bytes,
+                 progress=progress, progress_seconds=progress_seconds)
+
+
+def write(items: Iterable[Item], out: str | os.PathLike, lang: str, name: str, *, source: Path,
+          metadata: dict[str, Any] | None = None, max_bad_fraction: float = 0.0,
+          shard_bytes: int = 256 << 20, progress: Callable[[str], None] | None = None,
+          progress_seconds: float = 10.0) -> dict[str, Any]:
+    """Write the conversations of ``items`` (read from ``source``) as dataset ``name`` at
+    ``out``, which must be absent or empty; ``metadata`` joins the dataset's metadata and the
+    summary.
+
+    With ``max_bad_fraction == 0`` the first bad record (a ``DataError``) raises ``BadRecords``
+    naming it; else bad records are skipped and counted, and ``BadRecords`` is raised at the end
+    if they are more than that fraction of all records. `Unavailable` records (their image could
+    not be downloaded) are skipped and counted under their download kind, never as bad. On failure
+    nothing is left at ``out``. Returns the summary: ``written``, ``skipped``, ``skipped_by_kind``,
+    ``unavailable``, ``records`` (read), ``shards``, ``bytes``, ...
+    """
+    out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"--out {out} exists and is not empty")
-    name = dataset_name(name or f"{input_path.stem}_{lang}")
-    summary: dict[str, Any] = {"name": name, "lang": lang, "out": str(out), "ok": False,
-                               "records": 0, "written": 0, "skipped": 0, "skipped_by_kind": {}}
+    name = dataset_name(name)
+    metadata = {"lang": lang, "source": source.name, **(metadata or {})}
+    summary: dict[str, Any] = {"name": name, **metadata, "out": str(out), "ok": False,
+                               "records": 0, "written": 0, "skipped": 0, "skipped_by_kind": {},
+                               "unavailable": 0}
     skipped: Counter[str] = Counter()
     start = time.monotonic()
-    report = _Reporter(progress, progress_seconds, start)
+    report = _Reporter(progress, progress_seconds)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     writer = DatasetWriter(tmp, name, shard_bytes)
     try:
-        for item in _checked_records(input_path, image_root, lang):
+        for item in items:
             summary["records"] += 1
-            if isinstance(item, DataError):
-                if max_bad_fraction == 0:
-                    summary["failed_at"] = _describe(item)
-                    raise BadRecords(f"{input_path}: {item}", summary)
-                skipped[item.kind.value] += 1
+            if isinstance(item, DataError) and max_bad_fraction == 0:
+                summary["failed_at"] = _describe(item)
+                raise BadRecords(f"{source}: {item}", summary)
+            if isinstance(item, (DataError, Unavailable)):
+                skipped[str(item.kind)] += 1
                 summary["skipped"] += 1
+                summary["unavailable"] += isinstance(item, Unavailable)
                 summary["skipped_by_kind"] = dict(skipped)
             else:
                 writer.write(*item)
             report(summary)
-        bad = summary["skipped"] / max(summary["records"], 1)
+        bad_count = summary["skipped"] - summary["unavailable"]
+        bad = bad_count / max(summary["records"], 1)
         if bad > max_bad_fraction:
-            raise BadRecords(f"{input_path}: {summary['skipped']} of {summary['records']} records "
+            raise BadRecords(f"{source}: {bad_count} of {summary['records']} records "
                              f"are bad ({bad:.2%}), more than --max_bad_fraction="
                              f"{max_bad_fraction}", summary)
         if writer.count == 0:
-            raise BadRecords(f"{input_path}: no valid record to write", summary)
-        metadata = {"lang": lang, "source": input_path.name, "written": writer.count,
-                    "skipped": summary["skipped"], "skipped_by_kind": summary["skipped_by_kind"]}
-        shards, size = writer.finish(metadata)
+            raise BadRecords(f"{source}: no valid record to write", summary)
+        shards, size = writer.finish({**metadata, "written": writer.count,
+                                      "skipped": summary["skipped"],
+                                      "skipped_by_kind": summary["skipped_by_kind"]})
         os.replace(tmp, out)  # ``out`` is absent or an empty folder
     finally:
         writer.abort()
@@ -139,8 +177,22 @@ def dataset_name(name: str) -> str:
     return safe
 
 
-def _checked_records(input_path: Path, image_root: Path, lang: str
-                     ) -> Iterator[tuple[Conversation, list[bytes]] | DataError]:
+def _check_options(lang: str, max_bad_fraction: float) -> None:
+    if not 0 <= max_bad_fraction <= 1:
+        raise ValueError(f"--max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+    if not re.fullmatch(r"[a-z]{2,3}", lang):
+        raise ValueError(f"--lang must be a language code such as 'eu' or 'en', got {lang!r}")
+
+
+def _table_stem(path: Path) -> str:
+    """A hub table's name: a file's stem, a folder's name, or for a Hugging Face cache snapshot
+    (``datasets--OWNER--NAME/snapshots/REVISION``) the dataset's NAME."""
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("datasets--"):
+        return path.parent.parent.name.split("--")[-1]
+    return path.stem if path.is_file() else path.resolve().name
+
+
+def _checked_records(input_path: Path, image_root: Path, lang: str) -> Iterator[Item]:
     for item in read_conversations(input_path):
         if isinstance(item, DataError):
             yield item
@@ -149,21 +201,10 @@ def _checked_records(input_path: Path, image_root: Path, lang: str
             if item.lang is not None and item.lang != lang:
                 raise DataError(ErrorKind.MALFORMED, f"record lang {item.lang!r} differs from "
                                 f"--lang {lang!r}", record_id=item.id)
-            images = [encoded_image(p) for p in check_images(item, image_root)]
+            images = [stored_bytes(p.read_bytes()) for p in check_images(item, image_root)]
             yield dataclasses.replace(item, lang=lang), images
         except DataError as e:
             yield e
-
-
-def encoded_image(path: Path) -> bytes:
-    """The file's bytes when it is PNG or JPEG, else the image as `open_image` gives it (upright,
-    RGB) re-encoded as PNG."""
-    data = path.read_bytes()
-    if Image.open(io.BytesIO(data)).format in KEPT_FORMATS:
-        return data
-    buf = io.BytesIO()
-    open_image(data).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class DatasetWriter:
@@ -237,23 +278,20 @@ class DatasetWriter:
 class _Reporter:
     """Calls ``progress`` with a one-line status at most every ``seconds``."""
 
-    def __init__(self, progress: Callable[[str], None] | None, seconds: float, start: float):
-        self.progress, self.seconds, self.start = progress, seconds, start
-        self.last = start
+    def __init__(self, progress: Callable[[str], None] | None, seconds: float):
+        self.progress, self.throttle = progress, Throttle(seconds)
 
     def __call__(self, summary: dict[str, Any]) -> None:
-        now = time.monotonic()
-        if self.progress is None or now - self.last < self.seconds:
+        if self.progress is None or not self.throttle.due():
             return
-        self.last = now
-        rate = summary["records"] / (now - self.start)
+        rate = rate_and_eta(summary["records"], None, self.throttle.elapsed(), "records")
         self.progress(f"{summary['name']}: {summary['records']} records read, "
-                      f"{summary['skipped']} skipped ({rate:.0f} records/s)")
+                      f"{summary['skipped']} skipped ({rate})")
 
 
 def _describe(error: DataError) -> dict[str, Any]:
-    return {"id": error.record_id, "line": error.line, "kind": error.kind.value,
-            "message": error.message}
+    return {"id": error.record_id, "line": error.line, "row": error.row,
+            "kind": error.kind.value, "message": error.message}
 
 
 def source_info(path: str | os.PathLike, name: str | None = None) -> SourceInfo:

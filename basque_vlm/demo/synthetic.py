@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from basque_vlm.data import sources
+from basque_vlm.data.columns import CAPTION_PROMPTS
 from basque_vlm.data.conversation import IMAGE_PLACEHOLDER
 from basque_vlm.data.image import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from basque_vlm.runtime import paths
@@ -170,7 +171,7 @@ def caption(shapes: list[Shape]) -> QA:
             s = by_place[place]
             eu.append(f"{PLACES[place][0]}: {SHAPES[s.shape]} {COLOURS[s.colour][0]} bat.")
             en.append(f"{place.capitalize()}: a {s.colour} {s.shape}.")
-    return QA("caption", {"eu": "Deskribatu irudia.", "en": "Describe the image."},
+    return QA("caption", {lang: CAPTION_PROMPTS[lang] for lang in LANGS},
               {"eu": " ".join(eu), "en": " ".join(en)})
 
 

@@ -21,15 +21,16 @@ import base64
 import dataclasses
 import io
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import openai
 from PIL import Image
+
+from basque_vlm.runtime import retry
 
 Message = dict[str, Any]  # {"role": ..., "content": str | [content part, ...]}
 RETRIED_STATUSES = frozenset({408, 409, 429})  # and every status >= 500
@@ -98,34 +99,36 @@ class ChatClient:
         return reply
 
     def complete_all(self, conversations: Iterable[Sequence[Message]],
-                     progress: Callable[[int], None] | None = None, **options: Any
+                     progress: Callable[[int], None] | None = None, *,
+                     each: Callable[[int, str | Failure], None] | None = None, **options: Any
                      ) -> list[str | Failure]:
         """``complete`` for each conversation, ``max_concurrency`` at a time; the replies in
         the conversations' order. ``conversations`` is read as requests go out, so a generator
         holds only those in flight in memory (images are large); ``progress`` gets the count
-        done so far."""
+        done so far, and ``each`` every reply as it arrives, with its conversation's index
+        (both are called one reply at a time)."""
         slots = threading.Semaphore(self.max_concurrency)
         lock, done = threading.Lock(), 0
 
-        def run(conversation: Sequence[Message]) -> str | Failure:
+        def run(index: int, conversation: Sequence[Message]) -> str | Failure:
+            nonlocal done
             try:
-                return self.complete(conversation, **options)
+                reply = self.complete(conversation, **options)
             finally:
                 slots.release()
-
-        def count(_: Future[str | Failure]) -> None:
-            nonlocal done
-            with lock:
+            with lock:  # an error of ``each`` is raised by ``result`` below
                 done += 1
+                if each is not None:
+                    each(index, reply)
                 if progress is not None:
                     progress(done)
+            return reply
 
         futures = []
         with ThreadPoolExecutor(self.max_concurrency) as pool:
-            for conversation in conversations:
+            for index, conversation in enumerate(conversations):
                 slots.acquire()
-                futures.append(pool.submit(run, conversation))
-                futures[-1].add_done_callback(count)
+                futures.append(pool.submit(run, index, conversation))
         return [f.result() for f in futures]
 
     def _try(self, messages: Sequence[Message], options: dict[str, Any], attempt: int
@@ -147,10 +150,8 @@ class ChatClient:
         return _text(completion, attempt), False
 
     def _wait(self, attempt: int) -> float:
-        """Seconds to wait after try ``attempt``: exponential, capped, and between half and all
-        of it at random, so that requests rejected together do not all come back together."""
-        delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return delay * random.uniform(0.5, 1.0)
+        """Seconds to wait after try ``attempt`` (`retry.backoff_delay`)."""
+        return retry.backoff_delay(attempt, self.backoff, self.max_backoff)
 
 
 def _text(completion: Any, attempts: int) -> str | Failure:

@@ -28,8 +28,11 @@ from absl import app, flags
 
 from basque_vlm.eval import judge, protocols, report, runner, suite, tasks
 from basque_vlm.eval.api_model import ApiGenerator
+from basque_vlm.infer import placement
+from basque_vlm.infer.engine import BATCHING
 from basque_vlm.runtime import cli, distributed, paths
 from basque_vlm.runtime.openai_api import ChatClient
+from basque_vlm.store import checkpoint
 
 flags.DEFINE_string("checkpoint", None, "Project checkpoint or training workdir (latest step); "
                     "local or gs://.")
@@ -44,7 +47,8 @@ flags.DEFINE_string("out", None, "Results JSON; predictions and table are writte
                     "(local or gs://).")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N samples of each task.",
                      lower_bound=1)
-flags.DEFINE_integer("batch_size", 16, "Prompts answered together (per process).",
+flags.DEFINE_integer("batch_size", 16, "Prompts decoded together over all devices (the "
+                     "in-flight batch's slots, or a static batch's rows).",
                      lower_bound=1)
 flags.DEFINE_string("data_dir", os.environ.get("BASQUE_VLM_EVAL_DATA", "eval_data"),
                     "Task data: DATA_DIR/<task name>/*.parquet|jsonl|json (default: "
@@ -78,6 +82,10 @@ flags.DEFINE_integer("max_retries", 5, "Tries after the first for a request that
                      "could not connect, or got HTTP 408, 409, 429 or 5xx.", lower_bound=0)
 flags.DEFINE_float("retry_backoff", 1.0, "Seconds before the first retry; doubled after each "
                    "(at most 60), with jitter.", lower_bound=0)
+flags.DEFINE_enum("batching", "inflight", list(BATCHING), "inflight: a row that ends takes the "
+                  "next prompt while the others decode; static: batches run until their longest "
+                  "answer ends.")
+placement.define_flags()
 FLAGS = flags.FLAGS
 
 
@@ -105,7 +113,11 @@ def make_model() -> runner.Answerer:
         return ApiGenerator(chat_client(FLAGS.endpoint, FLAGS.model_name, FLAGS.api_key_env))
     overrides = {k: v for k, v in (("scan_layers", FLAGS.scan_layers), ("dtype", FLAGS.dtype))
                  if v is not None}
-    return runner.Generator(FLAGS.checkpoint, FLAGS.batch_size, FLAGS.param_dtype, **overrides)
+    cfg = checkpoint.load_config(FLAGS.checkpoint, **overrides)
+    mesh = placement.from_flags(cfg, checkpoint.stored_bytes(FLAGS.checkpoint,
+                                                              FLAGS.param_dtype))
+    return runner.Generator(FLAGS.checkpoint, FLAGS.batch_size, FLAGS.param_dtype, mesh=mesh,
+                            batching=FLAGS.batching, **overrides)
 
 
 def make_judge() -> tuple[judge.Judge, str] | None:
@@ -117,7 +129,8 @@ def make_judge() -> tuple[judge.Judge, str] | None:
         client = chat_client(FLAGS.judge_url, FLAGS.judge_model, FLAGS.judge_api_key_env)
         return judge.HttpJudge(client), FLAGS.judge_model
     if FLAGS.judge_checkpoint:
-        generator = runner.Generator(FLAGS.judge_checkpoint, FLAGS.batch_size)
+        generator = runner.Generator(FLAGS.judge_checkpoint, FLAGS.batch_size,
+                                     batching=FLAGS.batching)
         return (judge.LocalJudge(generator, FLAGS.judge_max_new_tokens),
                 FLAGS.judge_checkpoint)
     return None

@@ -13,13 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from absl import app, flags, logging
+from jax.sharding import Mesh
 
 from basque_vlm.data.image import open_image
+from basque_vlm.infer import placement
 from basque_vlm.infer.assistant import complete
 from basque_vlm.infer.prompts import chat_inputs
-from basque_vlm.runtime import cli
+from basque_vlm.runtime import cli, distributed
 from basque_vlm.store import checkpoint
 
 flags.DEFINE_string("checkpoint", None, "project checkpoint folder (see `convert`) or training "
@@ -33,6 +36,7 @@ flags.DEFINE_float("top_p", 1.0, "nucleus sampling mass in (0, 1] (with temperat
 flags.register_validator("top_p", lambda p: 0 < p <= 1, message="--top_p must be in (0, 1]")
 flags.DEFINE_integer("seed", 0, "sampling seed")
 flags.DEFINE_string("output_json", None, "also write {text, token_ids} here")
+placement.define_flags()
 FLAGS = flags.FLAGS
 
 
@@ -46,21 +50,30 @@ def prompt_inputs(checkpoint_dir: str, prompt: str, image_path: str | None
 
 
 def run(checkpoint_dir: str, prompt: str, image_path: str | None, max_new_tokens: int,
-        temperature: float, top_p: float, seed: int) -> dict:
-    """``{"text": answer, "token_ids": generated ids}``."""
+        temperature: float, top_p: float, seed: int, mesh: Mesh | None = None) -> dict:
+    """``{"text": answer, "token_ids": generated ids}``, decoded on ``mesh`` (default:
+    `placement.decode_mesh`'s choice)."""
     processor, inputs = prompt_inputs(checkpoint_dir, prompt, image_path)
     # One prompt: the scanned decoder compiles several times faster than the unrolled one.
-    _, model = checkpoint.load_model(checkpoint_dir, scan_layers=True)
+    if mesh is None:
+        mesh = placement.decode_mesh(checkpoint.load_config(checkpoint_dir),
+                                     checkpoint.stored_bytes(checkpoint_dir))
+    _, model = checkpoint.load_model(checkpoint_dir, mesh=mesh, scan_layers=True)
     return complete(model, processor, inputs, max_new_tokens=max_new_tokens,
-                    temperature=temperature, top_p=top_p, seed=seed)
+                    temperature=temperature, top_p=top_p, seed=seed, mesh=mesh)
 
 
 def _generate() -> None:
+    distributed.init()
     cli.skip_absent_tpu()
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs each step of a load at INFO
+    mesh = placement.from_flags(checkpoint.load_config(FLAGS.checkpoint),
+                                checkpoint.stored_bytes(FLAGS.checkpoint))
     result = run(FLAGS.checkpoint, FLAGS.prompt, FLAGS.image, FLAGS.max_new_tokens,
-                 FLAGS.temperature, FLAGS.top_p, FLAGS.seed)
+                 FLAGS.temperature, FLAGS.top_p, FLAGS.seed, mesh)
+    if jax.process_index() != 0:  # every process decodes; the first answers
+        return
     print(result["text"])
     if FLAGS.output_json:
         Path(FLAGS.output_json).write_text(json.dumps(result, ensure_ascii=False) + "\n")

@@ -113,8 +113,9 @@ def test_tasks_without_a_metric_and_bad_settings_fail_before_training(demo_root,
 
 @pytest.mark.slow  # three train CLI processes: ~2-3 min on the shared 2-core machine
 def test_two_processes_evaluate_as_one(demo_root, tmp_path):
-    """Each process answers its share on its own devices; process 0 writes: the same scores
-    and answers as one process with as many devices."""
+    """The evaluation decodes on the training mesh over both processes' devices (the weights
+    stay where training put them); process 0 writes: the same scores and answers as one
+    process with as many devices."""
     import socket
 
     from train_helpers import tiny_flags, train_cli

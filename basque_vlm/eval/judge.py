@@ -133,6 +133,7 @@ class LocalJudge:
 
     def __init__(self, generator: Any, max_new_tokens: int = 512):
         self.generator, self.max_new_tokens = generator, max_new_tokens
+        self.spans_processes = getattr(generator, "spans_processes", False)
 
     def __call__(self, pairs: Sequence[Pair]) -> list[str]:
         return self.generator([f"{p.instructions}\n\n{p.text()}" for p in pairs],

@@ -1,12 +1,11 @@
-"""Running a task: batched greedy answers on this process's share of the samples, gathered on
-every process in sample order, then scored.
+"""Running a task: greedy answers to its samples, on every process in sample order, then scored.
 
-Samples are split across processes by index (process ``i`` of ``P`` takes samples ``i, i+P,
-...``). Within a process they are sorted by prompt length and answered in batches of a fixed
-size (the last one padded with copies of its first row, so that every batch has the same shape
-and compiles once per prompt-length bucket); prompts are left-padded by ``chat_inputs``. A row's
-answer does not depend on the rest of its batch, so the scores do not depend on the number of
-processes or the batch size.
+A checkpoint's `Generator` decodes on a mesh over every process's devices (`infer.engine`:
+in-flight batching by default), so every process gives it all the samples. A model that answers
+on its own in each process (an API model) gets this process's share instead (process ``i`` of
+``P`` takes samples ``i, i+P, ...``), and the records are gathered. A row's answer does not
+depend on the rest of its batch, so the scores do not depend on the number of processes, the
+mesh, the batch size or the batching.
 """
 
 from __future__ import annotations
@@ -21,12 +20,15 @@ from typing import Any, Self
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 from PIL import Image
 
 from basque_vlm.eval.taskdata import decode_image
 from basque_vlm.eval.tasks import Sample, Task
-from basque_vlm.infer import decode
+from basque_vlm.infer import decode, placement
+from basque_vlm.infer.engine import BATCHING, Engine, Request
 from basque_vlm.infer.prompts import chat_inputs
+from basque_vlm.model.vlm import VLM
 from basque_vlm.store import checkpoint
 
 # What answers a task's prompts: (prompts, image loaders (None: text only), max_new_tokens,
@@ -37,71 +39,72 @@ Answerer = Callable[[Sequence[str], Sequence[Callable[[], Image.Image] | None], 
 
 class Generator:
     """Greedy answers of a checkpoint (or a training workdir: its latest step; either may be on
-    ``gs://``), or of a model in memory (`from_model`: the trainer's scheduled evaluation)."""
+    ``gs://``), or of a model in memory (`from_model`: the trainer's scheduled evaluation),
+    decoded on a device mesh over every process (`infer.engine`): every process answers every
+    prompt together (``spans_processes``)."""
 
-    def __init__(self, ckpt: str | Path, batch_size: int, param_dtype: str | None = None,
-                 **overrides: Any):
-        """``param_dtype`` casts the weights; ``overrides`` change how the model computes
+    spans_processes = True
+
+    def __init__(self, ckpt: str | Path, batch_size: int, param_dtype: str | None = None, *,
+                 mesh: Mesh | None = None, batching: str = "inflight", **overrides: Any):
+        """``batch_size`` rows decode at once (the engine's slots); ``param_dtype`` casts the
+        weights; ``mesh`` (default: `infer.placement.decode_mesh`'s choice) places them;
+        ``batching`` is ``inflight`` or ``static``; ``overrides`` change how the model computes
         (``dtype``, ``scan_layers``)."""
-        if batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {batch_size}")
-        checkpoint.load_config(ckpt)  # a clear error before the slow loads
+        cfg = checkpoint.load_config(ckpt, **overrides)  # a clear error before the slow loads
         processor = checkpoint.load_processor(ckpt)
-        cfg, model = checkpoint.load_model(ckpt, param_dtype, **overrides)
-        self._set(cfg, model, processor, batch_size)
+        if mesh is None:
+            mesh = placement.decode_mesh(cfg, checkpoint.stored_bytes(ckpt, param_dtype))
+        cfg, model = checkpoint.load_model(ckpt, param_dtype, mesh, **overrides)
+        self._set(model, processor, batch_size, mesh, batching)
 
     @classmethod
-    def from_model(cls, cfg: Any, model: Any, processor: Any, batch_size: int) -> Generator:
-        """Answers of ``model`` (a ``VLM`` of config ``cfg``), prompted with ``processor``."""
-        if batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    def from_model(cls, model: VLM, processor: Any, batch_size: int, mesh: Mesh,
+                   batching: str = "inflight") -> Generator:
+        """Answers of ``model`` (placed on ``mesh``), prompted with ``processor``."""
         generator = cls.__new__(cls)
-        generator._set(cfg, model, processor, batch_size)
+        generator._set(model, processor, batch_size, mesh, batching)
         return generator
 
-    def _set(self, cfg: Any, model: Any, processor: Any, batch_size: int) -> None:
+    def _set(self, model: VLM, processor: Any, batch_size: int, mesh: Mesh,
+             batching: str) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
-        self.cfg, self.model = cfg, decode.for_decoding(model)
-        self.batch_size = batch_size
+        self.cfg, self.batching = model.cfg, batching
+        self.model = decode.for_decoding(model, fuse=mesh.shape["tensor"] == 1)
+        self.engine = Engine(self.model, mesh, slots=batch_size)
 
     def __call__(self, prompts: Sequence[str], images: Sequence[Callable[[], Image.Image] | None],
                  max_new_tokens: int, progress: Callable[[int], None] | None = None
                  ) -> list[str]:
-        """One answer per prompt. ``images[i]`` loads prompt ``i``'s image (None: text only);
-        images are decoded one batch at a time. ``progress`` gets the count done so far."""
-        lengths = [len(self.tokenizer(p)["input_ids"]) for p in prompts]
-        # Text-only and image prompts never share a batch (chat_inputs takes all or none).
-        order = sorted(range(len(prompts)), key=lambda i: (images[i] is None, lengths[i]))
-        answers: list[str] = [""] * len(prompts)
-        done = 0
-        start = 0
-        while start < len(order):
-            with_image = images[order[start]] is not None
-            batch = [i for i in order[start:start + self.batch_size]
-                     if (images[i] is not None) == with_image]
-            start += len(batch)
-            texts = self._answer([prompts[i] for i in batch],
-                                 [images[i]() for i in batch] if with_image else None,
-                                 max_new_tokens)
-            for i, text in zip(batch, texts):
-                answers[i] = text
-            done += len(batch)
-            if progress is not None:
-                progress(done)
-        return answers
-
-    def _answer(self, prompts: list[str], images: list[Image.Image] | None,
-                max_new_tokens: int) -> list[str]:
-        inputs = chat_inputs(self.processor, prompts, images)
-        extra = self.batch_size - len(prompts)
-        if extra:  # same shape for every batch: copies of the first row, dropped below
-            inputs = {k: np.concatenate([v, np.repeat(v[:1], extra, axis=0)])
-                      for k, v in inputs.items()}
-        tokens = decode.generate(self.model, inputs["input_ids"], inputs["attention_mask"],
-                                 inputs.get("pixel_values"), max_new_tokens=max_new_tokens)
-        rows = decode.trim(tokens[:len(prompts)], self.cfg.eos_token_ids)
+        """One answer per prompt. ``images[i]`` loads prompt ``i``'s image (None: text only),
+        when its turn comes. ``progress`` gets the count done so far."""
+        requests = [self._request(p, image, max_new_tokens) for p, image in zip(prompts, images)]
+        rows = self.engine.generate(requests, self.batching, progress)
         return [self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
+
+    def _request(self, prompt: str, image: Callable[[], Image.Image] | None,
+                 max_new_tokens: int) -> Request:
+        if image is None:
+            ids = chat_inputs(self.processor, [prompt])["input_ids"][0]
+            return Request(ids, max_new_tokens)
+        # The placeholder's expansion depends on the processor, not on the image: the ids now,
+        # the pixels when the prompt's turn comes.
+        ids = chat_inputs(self.processor, [prompt], [_STAND_IN])["input_ids"][0]
+
+        def pixels() -> np.ndarray:
+            return np.asarray(self.processor.image_processor(image(), return_tensors="np")
+                              ["pixel_values"])
+
+        return Request(ids, max_new_tokens, pixels, images=1)
+
+
+# Any image: what a prompt's token ids are made with before its own image is decoded.
+_STAND_IN = Image.new("RGB", (8, 8))
 
 
 class Unanswered(str):
@@ -120,12 +123,14 @@ class Unanswered(str):
 
 class Progress:
     """``task: done/total samples (rate, ETA)`` lines on stdout, at most every ``seconds``;
-    only process 0 prints, extrapolating its own share to all processes."""
+    only process 0 prints, extrapolating its own share to all processes unless every process
+    works on all samples together (``spans_processes``)."""
 
-    def __init__(self, name: str, total: int, seconds: float = 10.0):
+    def __init__(self, name: str, total: int, seconds: float = 10.0,
+                 spans_processes: bool = False):
         self.name, self.total, self.seconds = name, total, seconds
         self.start = self.last = time.monotonic()
-        self.scale = jax.process_count()
+        self.scale = 1 if spans_processes else jax.process_count()
         self.quiet = jax.process_index() != 0
 
     def __call__(self, local_done: int) -> None:
@@ -159,15 +164,16 @@ def load_samples(task: Task, data_dir: Path, limit: int | None) -> tuple[list[Sa
 
 def answer(task: Task, samples: Sequence[Sample], generator: Answerer, prompt_lang: str,
            max_new_tokens: int | None = None) -> list[dict[str, Any]]:
-    """This process's share of ``samples`` answered and scored: one record per sample, with
-    its ``index`` in ``samples``."""
-    index = share(len(samples))
+    """This process's share of ``samples`` (`share`) answered and scored: one record per
+    sample, with its ``index`` in ``samples``."""
+    index = share(len(samples), generator)
     mine = [samples[i] for i in index]
     prompts = [task.prompt(s, prompt_lang) for s in mine]
     images = [None if s.image is None else (lambda s=s: decode_image(s.image, s.where))
               for s in mine]
     predictions = generator(prompts, images, max_new_tokens or task.max_new_tokens,
-                            Progress(task.name, len(samples)))
+                            Progress(task.name, len(samples),
+                                     spans_processes=spans_processes(generator)))
     records = []
     for i, sample, prompt, prediction in zip(index, mine, prompts, predictions):
         record = {"task": task.name, "index": i, "id": sample.id, "prompt": prompt,
@@ -182,14 +188,23 @@ def answer(task: Task, samples: Sequence[Sample], generator: Answerer, prompt_la
     return records
 
 
-def share(count: int) -> list[int]:
-    """The sample indices this process takes: every ``process_count``-th from its index."""
+def spans_processes(worker: Any) -> bool:
+    """Whether ``worker`` (a generator or a judge) runs on every process's devices at once, so
+    that every process must give it the same work."""
+    return bool(getattr(worker, "spans_processes", False))
+
+
+def share(count: int, worker: Any = None) -> list[int]:
+    """The sample indices this process gives ``worker``: all of them when it spans the
+    processes, else every ``process_count``-th from the process's index."""
+    if spans_processes(worker):
+        return list(range(count))
     return list(range(jax.process_index(), count, jax.process_count()))
 
 
-def gather(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every process's records, on every process, in ``index`` order."""
-    if jax.process_count() > 1:
+def gather(records: list[dict[str, Any]], worker: Any = None) -> list[dict[str, Any]]:
+    """Every process's records (those of its `share`), on every process, in ``index`` order."""
+    if jax.process_count() > 1 and not spans_processes(worker):
         from jax.experimental import multihost_utils
 
         data = np.frombuffer(json.dumps(records).encode(), np.uint8)

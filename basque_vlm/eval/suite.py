@@ -34,7 +34,8 @@ def run(chosen: Sequence[Task], loaded: dict[str, tuple[list[Sample], int]],
         samples, skipped = loaded[task.name]
         lang = task.lang if prompt_lang == "auto" else prompt_lang
         budget = answer_tokens(task, protocol, max_new_tokens)
-        records = runner.gather(runner.answer(task, samples, generator, lang, budget))
+        records = runner.gather(runner.answer(task, samples, generator, lang, budget),
+                                generator)
         results[task.name] = {**runner.summarize(task, records, skipped, lang),
                               "max_new_tokens": budget, **(model_info or {})}
         if task.score is None:
@@ -68,12 +69,13 @@ def open_ended(task: Task, samples: list[Sample], records: list[dict[str, Any]],
     result: dict[str, Any] = {"protocol": protocol.name, "judge": None}
     if judged_by is not None:
         judge_fn, result["judge"] = judged_by
-        mine = runner.share(len(samples))
+        mine = runner.share(len(samples), judge_fn)
         verdicts = protocol.judge(judge_fn, [samples[i].question for i in mine],
                                   [images[i] for i in mine],
                                   [records[i]["prediction"] for i in mine],
                                   [samples[i].target for i in mine])
-        for verdict in runner.gather([{"index": i, **v} for i, v in zip(mine, verdicts)]):
+        for verdict in runner.gather([{"index": i, **v} for i, v in zip(mine, verdicts)],
+                                     judge_fn):
             records[verdict.pop("index")].update(verdict)
         result.update(protocol.summarize(records))
         # An HTTP judge keeps the requests of its last call that failed after their retries.

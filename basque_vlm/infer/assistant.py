@@ -20,9 +20,10 @@ from typing import Any
 
 import jax
 from flax import nnx
+from jax.sharding import Mesh
 from PIL import Image
 
-from basque_vlm.infer import decode
+from basque_vlm.infer import decode, placement
 from basque_vlm.infer.prompts import chat_inputs, conversation_inputs
 from basque_vlm.store import checkpoint
 
@@ -30,12 +31,15 @@ DTYPES = ("auto", "float32", "bfloat16")
 
 
 def complete(model: Any, processor: Any, inputs: dict, *, max_new_tokens: int = 64,
-             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> dict:
-    """Generates from one prompt's model inputs (``chat_inputs``/``conversation_inputs``):
-    ``{"text": answer, "token_ids": generated ids up to and including the end of turn}``."""
+             temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+             mesh: Mesh | None = None) -> dict:
+    """Generates from one prompt's model inputs (``chat_inputs``/``conversation_inputs``) with
+    ``model`` (placed on ``mesh``, if given): ``{"text": answer, "token_ids": generated ids up
+    to and including the end of turn}``."""
     tokens = decode.generate(model, inputs["input_ids"], inputs["attention_mask"],
                              inputs.get("pixel_values"), max_new_tokens=max_new_tokens,
-                             temperature=temperature, top_p=top_p, rng=jax.random.key(seed))
+                             temperature=temperature, top_p=top_p, rng=jax.random.key(seed),
+                             mesh=mesh)
     ids = decode.trim(tokens, model.cfg.eos_token_ids)[0]
     tokenizer = getattr(processor, "tokenizer", processor)
     return {"text": tokenizer.decode(ids, skip_special_tokens=True), "token_ids": ids}
@@ -47,23 +51,26 @@ class Assistant:
     ``dtype``: ``auto`` keeps the stored weights and compute dtype on CPU and uses bfloat16 for
     both on a GPU or TPU (an 8B model then needs about 16 GB of device memory); ``float32`` or
     ``bfloat16`` force one. ``scan_layers=True`` compiles several times faster for one prompt at
-    a time. Generation options (``max_new_tokens``, ``temperature``, ``top_p``, ``seed``) given
+    a time. The weights are read straight onto ``mesh`` (default: `placement.decode_mesh`'s
+    choice over every device: split over ``tensor`` when they do not fit one). Generation
+    options (``max_new_tokens``, ``temperature``, ``top_p``, ``seed``) given
     here are the defaults of every call.
     """
 
     def __init__(self, ckpt: str | Path, *, dtype: str = "auto", scan_layers: bool = True,
-                 **options: Any):
+                 mesh: Mesh | None = None, **options: Any):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if dtype == "auto":
             dtype = "bfloat16" if jax.default_backend() in ("gpu", "tpu") else None
         self.ckpt = Path(ckpt)
-        checkpoint.load_config(ckpt)  # a clear error before the slow loads
+        overrides = {"scan_layers": scan_layers, **({"dtype": dtype} if dtype else {})}
+        cfg = checkpoint.load_config(ckpt, **overrides)  # a clear error before the slow loads
         self.processor = checkpoint.load_processor(ckpt)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        overrides = {"scan_layers": scan_layers, **({"dtype": dtype} if dtype else {})}
-        self.cfg, model = checkpoint.load_model(ckpt, dtype, **overrides)
-        self.model = decode.for_decoding(model)
+        self.mesh = mesh or placement.decode_mesh(cfg, checkpoint.stored_bytes(ckpt, dtype))
+        self.cfg, model = checkpoint.load_model(ckpt, dtype, self.mesh, **overrides)
+        self.model = decode.for_decoding(model, fuse=self.mesh.shape["tensor"] == 1)
         self.options = {"max_new_tokens": 64, **options}
 
     def __repr__(self) -> str:
@@ -76,14 +83,16 @@ class Assistant:
         """One question (about ``image``), rendered as the ``generate`` CLI renders it:
         ``{"text", "token_ids"}``."""
         inputs = chat_inputs(self.processor, [prompt], None if image is None else [image])
-        return complete(self.model, self.processor, inputs, **{**self.options, **options})
+        return complete(self.model, self.processor, inputs, mesh=self.mesh,
+                        **{**self.options, **options})
 
     def reply(self, messages: list[dict], images: list[Image.Image] = (), **options: Any
               ) -> dict:
         """The next assistant message of a conversation (chat-template messages; see
         ``conversation_inputs``): ``{"text", "token_ids"}``."""
         inputs = conversation_inputs(self.processor, messages, images)
-        return complete(self.model, self.processor, inputs, **{**self.options, **options})
+        return complete(self.model, self.processor, inputs, mesh=self.mesh,
+                        **{**self.options, **options})
 
     def chat(self, image: Image.Image | None = None, **options: Any) -> Conversation:
         """A new conversation about ``image`` (or text only)."""

@@ -3,10 +3,16 @@
 Prompts are left-padded: every row's last prompt token sits in the same slot, so each decode step
 writes one cache slot for the whole batch. RoPE positions start at 0 at each row's first real token
 and pads are masked, so a row's tokens do not depend on the rest of the batch.
+
+On a mesh (``mesh=``; the model's weights already placed on it, `store.checkpoint.load_model`)
+the rows are split over ``data`` (and ``fsdp``), the KV cache likewise and over ``tensor`` by its
+KV heads, the weights as the logical rules say; every process of the mesh calls `generate` with
+the same whole batch and gets all of it back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -15,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from basque_vlm.infer.sampling import next_token
+from basque_vlm.model import sharding
 from basque_vlm.model.layers import unstack_layers
 from basque_vlm.model.llama import init_cache, unstack_cache
 from basque_vlm.model.vlm import VLM, check_image_tokens, positions_from_mask
@@ -26,7 +34,7 @@ def generate(model: VLM, input_ids: np.ndarray, attention_mask: np.ndarray,
              pixel_values: np.ndarray | None = None, *, max_new_tokens: int,
              temperature: float = 0.0, top_p: float = 1.0, rng: jax.Array | None = None,
              eos_ids: Sequence[int] | None = None, pad_id: int | None = None,
-             length_multiple: int = 64) -> np.ndarray:
+             length_multiple: int = 64, mesh: Mesh | None = None) -> np.ndarray:
     """Generated ids ``[B, max_new_tokens]``; after a row's end-of-turn token, ``pad_id``.
 
     ``input_ids``/``attention_mask``: ``[B, T]``, left-padded. ``temperature=0`` is greedy;
@@ -49,13 +57,36 @@ def generate(model: VLM, input_ids: np.ndarray, attention_mask: np.ndarray,
         check_image_tokens(input_ids == cfg.image_token_id, len(pixel_values),
                            cfg.tokens_per_image)
     input_ids, attention_mask = left_pad(input_ids, attention_mask, pad_id, length_multiple)
+    rows = len(input_ids)
+    ids, mask = input_ids.astype(np.int32), attention_mask.astype(np.int32)
     graphdef, state = nnx.split(model)
-    tokens = _generate(graphdef, state, jnp.asarray(input_ids, jnp.int32),
-                       jnp.asarray(attention_mask, jnp.int32),
-                       None if pixel_values is None else jnp.asarray(pixel_values),
-                       rng if sample else None, jnp.float32(temperature), jnp.float32(top_p),
-                       max_new_tokens=max_new_tokens, eos_ids=eos, pad_id=pad_id)
-    return np.asarray(tokens)
+    with contextlib.ExitStack() as stack:
+        if mesh is not None:
+            stack.enter_context(sharding.use_mesh(mesh))
+            ids, mask, pixel_values = (_rows_on_mesh(mesh, a, rows)
+                                       for a in (ids, mask, pixel_values))
+        tokens = _generate(graphdef, state, ids, mask, pixel_values, rng if sample else None,
+                           jnp.float32(temperature), jnp.float32(top_p),
+                           max_new_tokens=max_new_tokens, eos_ids=eos, pad_id=pad_id)
+    return np.asarray(tokens)[:rows]
+
+
+def _rows_on_mesh(mesh: Mesh, array: np.ndarray | None, rows: int) -> jax.Array | None:
+    """A batch input (``rows`` rows; pixel values: the same number of images per row) padded
+    to a whole number of row shards with copies of its first row, and placed on the mesh."""
+    if array is None:
+        return None
+    array = np.asarray(array)
+    padded = pad_rows(array.reshape(rows, -1, *array.shape[1:]), sharding.row_shards(mesh))
+    placed = sharding.shard_rows(mesh, padded.shape, lambda index: padded[index])
+    return placed.reshape(-1, *array.shape[1:])
+
+
+def pad_rows(array: np.ndarray, multiple: int) -> np.ndarray:
+    """``array`` with copies of its first row appended up to a multiple of ``multiple`` rows."""
+    extra = -len(array) % multiple
+    return np.concatenate([array, np.repeat(array[:1], extra, axis=0)]) if extra else array
+
 
 
 def lower_greedy(graphdef: nnx.GraphDef, state: Any, input_ids: Any, attention_mask: Any,
@@ -70,26 +101,29 @@ def lower_greedy(graphdef: nnx.GraphDef, state: Any, input_ids: Any, attention_m
                            eos_ids=tuple(eos_ids), pad_id=pad_id)
 
 
-def for_decoding(model: VLM) -> VLM:
+def for_decoding(model: VLM, fuse: bool = True) -> VLM:
     """``model`` ready for many `generate` calls: when it decodes unrolled (``scan_layers`` off,
     as on CPU), its decoder layers as separate modules, each with its projections fused (one
-    matmul for q, k and v, one for gate and up). A model with stacked layers has them copied out
-    at every call instead: on CPU, a tenth of a 64-token answer. Returns a new model that shares
-    the other weights; drop the old one to free its stacked layers."""
+    matmul for q, k and v, one for gate and up) unless ``fuse`` is off — as it must be when
+    ``tensor`` splits the heads: a fused projection would mix the shards of q, k and v. A model
+    with stacked layers has them copied out at every call instead: on CPU, a tenth of a 64-token
+    answer. Returns a new model that shares the other weights; drop the old one to free its
+    stacked layers."""
     ready = nnx.merge(*nnx.split(model))
-    _unroll_layers(ready.language_model)
+    _unroll_layers(ready.language_model, fuse)
     return ready
 
 
-def _unroll_layers(lm: nnx.Module) -> None:
-    """Replaces stacked decoder layers that decode unrolled by per-layer modules with fused
-    projections (in place; a no-op for scanned or already unrolled layers)."""
+def _unroll_layers(lm: nnx.Module, fuse: bool = True) -> None:
+    """Replaces stacked decoder layers that decode unrolled by per-layer modules, their
+    projections fused with ``fuse`` (in place; a no-op for scanned or already unrolled layers)."""
     if lm.cfg.scan_layers or isinstance(lm.layers, nnx.List):
         return
     modules = unstack_layers(lm.layers)
-    for layer in modules:
-        layer.self_attn.fuse_projections()
-        layer.mlp.fuse_projections()
+    if fuse:
+        for layer in modules:
+            layer.self_attn.fuse_projections()
+            layer.mlp.fuse_projections()
     lm.layers = nnx.List(modules)
 
 
@@ -119,7 +153,8 @@ def _generate(graphdef, state, input_ids, attention_mask, pixel_values, rng, tem
     kv_valid = jnp.concatenate(
         [attention_mask, jnp.ones((batch, max_new_tokens), attention_mask.dtype)], axis=1)
     positions = positions_from_mask(attention_mask)
-    _unroll_layers(lm)  # inside the call, unless `for_decoding` did it once
+    # inside the call, unless `for_decoding` did it once (unfused: the heads may be split)
+    _unroll_layers(lm, fuse=sharding.active_mesh() is None)
     cache = init_cache(lm.cfg, batch, length + max_new_tokens)
     if isinstance(lm.layers, nnx.List):  # unrolled: each step updates per-layer caches in place
         cache = unstack_cache(cache)
@@ -147,4 +182,4 @@ def _generate(graphdef, state, input_ids, attention_mask, pixel_values, rng, tem
         return step + 1, token, cache, finished, out.at[:, step].set(token)
 
     *_, out = jax.lax.while_loop(cond, body, (1, token, cache, finished, out))
-    return out
+    return sharding.constrain(out, (None, None))  # on a mesh: every process gets all rows

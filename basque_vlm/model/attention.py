@@ -56,12 +56,14 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
 def decoder_mask(kv_valid: jax.Array, query_slots: jax.Array) -> jax.Array:
     """Causal + padding mask ``[B, T, S]``.
 
-    ``kv_valid: [B, S]`` marks real (non-pad) key slots; ``query_slots: [T]`` is each query's slot
-    in the key sequence (``offset + arange(T)`` when decoding into a KV cache).
+    ``kv_valid: [B, S]`` marks real (non-pad) key slots; ``query_slots: [T]`` (or ``[B, T]``, a
+    row's own) is each query's slot in the key sequence (``offset + arange(T)`` when decoding
+    into a KV cache).
     """
     key_slots = jnp.arange(kv_valid.shape[1])
-    causal = key_slots[None, :] <= query_slots[:, None]
-    return causal[None] & kv_valid[:, None, :].astype(bool)
+    slots = query_slots if query_slots.ndim == 2 else query_slots[None]
+    causal = key_slots[None, None, :] <= slots[:, :, None]
+    return causal & kv_valid[:, None, :].astype(bool)
 
 
 def target_platform() -> str:

@@ -172,7 +172,8 @@ class Attention(nnx.Module):
 
     def __call__(self, x, positions, inv_freq, kv_valid, cache, offset):
         """``cache`` is None (keys are ``x`` itself) or ``{"k", "v": [B, S, KVH, D]}`` that gets
-        this call's keys at slot ``offset``; returns ``(out, updated cache or None)``."""
+        this call's keys at slot ``offset`` (a scalar, or ``[B]``: each row its own slot, as
+        in-flight batching decodes); returns ``(out, updated cache or None)``."""
         q, k, v = self.project(x)
         # The names let a remat policy (layers.REMAT_POLICIES) keep these activations (and
         # `self_attention` names its own).
@@ -183,10 +184,10 @@ class Attention(nnx.Module):
             out = self_attention(q, k, v, scale=self.scale, causal=True, kv_valid=kv_valid,
                                  implementation=self.implementation)
         else:  # decoding into a KV cache: always the XLA reference
-            cache = {name: jax.lax.dynamic_update_slice_in_dim(
-                cache[name], new.astype(cache[name].dtype), offset, 1)
-                for name, new in (("k", k), ("v", v))}
-            mask = decoder_mask(kv_valid, offset + jnp.arange(x.shape[1]))
+            cache = {name: write_cache(cache[name], new, offset) for name, new in (("k", k),
+                                                                                 ("v", v))}
+            slots = jnp.asarray(offset)[..., None] + jnp.arange(x.shape[1])
+            mask = decoder_mask(kv_valid, slots)
             out = dot_product_attention(q, cache["k"].astype(q.dtype),
                                         cache["v"].astype(q.dtype), mask, self.scale)
         return self.o_proj(out), cache
@@ -286,14 +287,32 @@ class Llama(nnx.Module):
         return out.reshape(*hidden.shape[:-1], -1)
 
 
+CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")  # of one layer's keys or values
+
+
+def write_cache(cache: jax.Array, new: jax.Array, offset: jax.Array | int) -> jax.Array:
+    """``cache: [B, S, KVH, D]`` with ``new: [B, T, KVH, D]`` written from slot ``offset`` (a
+    scalar, or ``[B]``: a slot per row)."""
+    new = new.astype(cache.dtype)
+    if jnp.ndim(offset) == 0:
+        cache = jax.lax.dynamic_update_slice_in_dim(cache, new, offset, 1)
+    else:
+        cache = jax.vmap(lambda c, n, o: jax.lax.dynamic_update_slice_in_dim(c, n, o, 0))(
+            cache, new, offset)
+    return sharding.constrain(cache, CACHE_AXES)
+
+
 def init_cache(cfg: LlamaConfig, batch: int, length: int, dtype=None) -> dict[str, jax.Array]:
-    """Zeros ``{"k", "v": [L, B, S, KVH, D]}``."""
+    """Zeros ``{"k", "v": [L, B, S, KVH, D]}``: rows over the mesh's ``data`` (and ``fsdp``), KV
+    heads over ``tensor``, as the logical rules place them."""
     shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
     dtype = dtype or cfg.dtype
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+    return {name: sharding.constrain(jnp.zeros(shape, dtype), ("layers", *CACHE_AXES))
+            for name in ("k", "v")}
 
 
 def unstack_cache(cache: dict[str, jax.Array]) -> list[dict[str, jax.Array]]:
     """Per-layer caches ``{"k", "v": [B, S, KVH, D]}``: a decode loop updates each in place,
     where slicing a stacked cache would copy it at every step."""
-    return [{name: a[i] for name, a in cache.items()} for i in range(cache["k"].shape[0])]
+    return [{name: sharding.constrain(a[i], CACHE_AXES) for name, a in cache.items()}
+            for i in range(cache["k"].shape[0])]

@@ -7,7 +7,8 @@ layer boundaries with `constrain`, which does nothing unless a mesh is active (`
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -28,6 +29,20 @@ LOGICAL_RULES: dict[str, tuple[str, ...] | None] = {
     "patch": None,
     "patch_pixels": None,
 }
+
+# (part, logical axis) → the model setting that sizes it.
+_SETTINGS = {
+    ("language_model", "heads"): "text.num_heads",
+    ("language_model", "kv_heads"): "text.num_kv_heads",
+    ("language_model", "mlp"): "text.intermediate_size",
+    ("language_model", "vocab"): "text.vocab_size",
+    ("language_model", "embed"): "text.hidden_size",
+    ("vision_tower", "heads"): "vision.num_heads",
+    ("vision_tower", "mlp"): "vision.intermediate_size",
+    ("vision_tower", "embed"): "vision.hidden_size",
+    ("connector", "embed"): "text.hidden_size",
+}
+
 
 _active: list[Mesh] = []
 
@@ -109,3 +124,43 @@ def param_shardings(abstract_state: Any, mesh: Mesh) -> Any:
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Rows over ``data × fsdp``; everything else replicated."""
     return NamedSharding(mesh, logical_to_spec(("batch",), mesh))
+
+
+def row_shards(mesh: Mesh) -> int:
+    """How many ways `batch_sharding` splits the rows: a batch's size must be a multiple."""
+    return math.prod(mesh.shape[a] for a in (LOGICAL_RULES["batch"] or ()) if a in mesh.shape)
+
+
+def shard_rows(mesh: Mesh, shape: Sequence[int], fetch: Callable[[slice], np.ndarray]
+               ) -> jax.Array:
+    """A global array of ``shape``, rows split as `batch_sharding` says, that every process
+    builds from only the rows its own devices hold: ``fetch(rows)`` returns those rows whole
+    (so a process decodes only its own rows' images)."""
+    return jax.make_array_from_callback(tuple(shape), batch_sharding(mesh),
+                                        lambda index: fetch(index[0])[(slice(None),
+                                                                       *index[1:])])
+
+
+def check_divisible(abstract_state: Any, mesh: Mesh) -> None:
+    """Every parameter dimension of an ``nnx.State`` divides over the mesh axes its logical name
+    maps to; else a ValueError naming the model setting and the mesh axes."""
+    from flax import nnx
+
+    specs = nnx.get_partition_spec(abstract_state).to_pure_dict()
+    shapes = abstract_state.to_pure_dict()
+    flat_specs = jax.tree_util.tree_flatten_with_path(
+        specs, is_leaf=lambda x: isinstance(x, PartitionSpec))[0]
+    for (path, names), shape in zip(flat_specs, jax.tree.leaves(shapes)):
+        for size, name in zip(shape.shape, names):
+            axes = logical_to_spec((name,), mesh)[0] if name else None
+            axes = (axes,) if isinstance(axes, str) else (axes or ())
+            ways = math.prod(mesh.shape[a] for a in axes)
+            if size % ways:
+                part = path[0].key
+                setting = _SETTINGS.get((part, name), f"the {name} size")
+                where = "/".join(str(k.key) for k in path)
+                mesh_axes = " × ".join(f"mesh.{a}={mesh.shape[a]}" for a in axes)
+                raise ValueError(
+                    f"the model does not divide over the mesh: model.{setting}={size} ({name} "
+                    f"of {where}) is not a multiple of {mesh_axes}; choose a mesh size that "
+                    f"divides {size}")

@@ -21,6 +21,7 @@ as a local folder for ``from_pretrained``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 from flax import nnx
+from jax.sharding import Mesh
 
+from basque_vlm.model import sharding
 from basque_vlm.model.vlm import VLM, VLMConfig
 from basque_vlm.runtime import paths
 
@@ -106,19 +109,23 @@ def abstract_model(cfg: VLMConfig) -> VLM:
     return nnx.eval_shape(lambda: VLM(cfg, nnx.Rngs(0)))
 
 
-def load_params(ckpt: str | Path, target: Any | None = None) -> dict[str, Any]:
-    """The parameter tree of a checkpoint or a workdir (its latest step); ``target``
-    (ShapeDtypeStructs with shardings, keyed by part) places it on devices."""
+def load_params(ckpt: str | Path, target: Any | None = None, dtype: Any = None
+                ) -> dict[str, Any]:
+    """The parameter tree of a checkpoint or a workdir (its latest step). ``target``, keyed by
+    part, places it on devices: ShapeDtypeStructs with shardings, or shardings alone (each array
+    then keeps its stored shape, and its stored dtype unless ``dtype`` is given). Every host
+    reads only the pieces its devices hold: no host or device holds the whole model."""
     ckpt = paths.path(ckpt)
     meta = _read_meta(ckpt).get("workdir")
     if meta is None:
-        return _restore(ckpt / PARAMS_DIR, target)
-    frozen = _restore(ckpt / FROZEN_DIR, _parts(target, meta["frozen"])) if meta["frozen"] else {}
+        return _restore(ckpt / PARAMS_DIR, target, dtype)
+    frozen = (_restore(ckpt / FROZEN_DIR, _parts(target, meta["frozen"]), dtype)
+              if meta["frozen"] else {})
     steps = workdir_steps(ckpt)
     for step in steps:
         try:
             trained = _restore(ckpt / CHECKPOINTS_DIR / str(step) / PARAMS_DIR,
-                               _parts(target, meta["trainable"]))
+                               _parts(target, meta["trainable"]), dtype)
         except Exception as e:  # a corrupt or partly written step: Orbax raises many types
             logging.warning("%s: step %d does not load (%s); trying the one before", ckpt, step,
                             e)
@@ -126,6 +133,22 @@ def load_params(ckpt: str | Path, target: Any | None = None) -> dict[str, Any]:
         return {**frozen, **trained}
     raise CheckpointNotFound(f"{ckpt}: a training workdir with no loadable checkpoint yet"
                              + (f" (steps {steps} failed)" if steps else ""))
+
+
+def stored_bytes(ckpt: str | Path, dtype: Any = None) -> int:
+    """The size of the stored parameters (a workdir: its latest step and ``frozen/``), read from
+    the Orbax metadata; in ``dtype`` when given."""
+    ckpt = paths.path(ckpt)
+    meta = _read_meta(ckpt).get("workdir")
+    steps = workdir_steps(ckpt) if meta else []
+    folders = ([ckpt / PARAMS_DIR] if meta is None else
+               [ckpt / FROZEN_DIR] * bool(meta["frozen"]) +
+               [ckpt / CHECKPOINTS_DIR / str(s) / PARAMS_DIR for s in steps[:1]])
+    total = 0
+    for folder in folders:
+        for leaf in jax.tree.leaves(ocp.PyTreeCheckpointHandler().metadata(folder).tree):
+            total += math.prod(leaf.shape) * np.dtype(dtype or leaf.dtype).itemsize
+    return total
 
 
 def workdir_steps(workdir: str | Path) -> list[int]:
@@ -138,24 +161,35 @@ def _parts(target: Any | None, parts: list[str]) -> Any | None:
     return None if target is None else {p: target[p] for p in parts}
 
 
-def _restore(path: epath.Path, target: Any | None) -> dict[str, Any]:
-    """Placed as ``target``, or without one as host (numpy) arrays: a tree saved from sharded
-    arrays (training) does not restore onto other devices without a target."""
+def _restore(path: epath.Path, target: Any | None, dtype: Any = None) -> dict[str, Any]:
+    """Placed as ``target`` (see `load_params`), or without one as host (numpy) arrays: a tree
+    saved from sharded arrays (training) does not restore onto other devices without a
+    target."""
+    leaves = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path)).tree
     if target is not None:
+        target = jax.tree.map(
+            lambda t, stored: t if isinstance(t, jax.ShapeDtypeStruct) else jax.ShapeDtypeStruct(
+                stored.shape, dtype or stored.dtype, sharding=t), target, leaves)
         with ocp.StandardCheckpointer() as ckptr:
             return ckptr.restore(path, target)
-    leaves = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path)).tree
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), leaves)
     with ocp.PyTreeCheckpointer() as ckptr:
         return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
 
 
-def load_model(ckpt: str | Path, param_dtype: str | None = None, **overrides: Any
-               ) -> tuple[VLMConfig, VLM]:
+def load_model(ckpt: str | Path, param_dtype: str | None = None, mesh: Mesh | None = None,
+               **overrides: Any) -> tuple[VLMConfig, VLM]:
     """A ready model. ``param_dtype`` casts the stored parameters (None keeps them as stored);
-    ``overrides`` change how it computes (``dtype``, ``scan_layers``, ``remat``)."""
+    ``overrides`` change how it computes (``dtype``, ``scan_layers``, ``remat``). With ``mesh``,
+    each weight is read straight into its shards on the mesh's devices, split by the logical
+    rules (`model.sharding`); a dimension that does not divide is a ValueError naming it."""
     cfg = load_config(ckpt, **overrides)
-    return cfg, build_model(cfg, load_params(ckpt), param_dtype)
+    if mesh is None:
+        return cfg, build_model(cfg, load_params(ckpt), param_dtype)
+    abstract = nnx.state(abstract_model(cfg), nnx.Param)
+    sharding.check_divisible(abstract, mesh)
+    placed = load_params(ckpt, sharding.param_shardings(abstract, mesh), param_dtype)
+    return cfg, build_model(cfg, placed)
 
 
 def build_model(cfg: VLMConfig, params: dict[str, Any], param_dtype: str | None = None) -> VLM:

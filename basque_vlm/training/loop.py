@@ -78,7 +78,8 @@ def train(config: Any, workdir: str | Path, *, data: Data | None = None) -> Resu
     check_process_rows(layout.batch, int(config.data.global_batch_size))
 
     keep = configs.train_setting(config, "keep_checkpoints")
-    evaluator = evaluation.from_config(config, plan.cfg, workdir)  # reads the task data now
+    # reads the task data now
+    evaluator = evaluation.from_config(config, plan.cfg, workdir, layout.mesh)
     data = data or pipeline.build(config.data, jax.process_index(), jax.process_count())
     # Closing the checkpoints waits for saves in flight, also when a step fails.
     with contextlib.closing(data), \
@@ -162,7 +163,7 @@ def make_layout(cfg: VLMConfig, parts: list[str], mesh: jax.sharding.Mesh,
     """Parameters sharded by the logical rules: trained parts as float32 master weights with
     their optimizer state sharded alike, frozen parts in the compute dtype."""
     graphdef, abstract = nnx.split(checkpoint.abstract_model(cfg))
-    guards.check_model(abstract, mesh)
+    sharding.check_divisible(abstract, mesh)
     param_sh = sharding.param_shardings(abstract, mesh)
     shapes = abstract.to_pure_dict()
     replicated = NamedSharding(mesh, PartitionSpec())

@@ -1,0 +1,294 @@
+"""Many prompts, greedy, on a mesh: static batches, or in-flight batching.
+
+    engine = Engine(model, mesh, slots=16)
+    token_ids = engine.generate([Request(ids, max_new_tokens=64), ...])   # in input order
+
+``static``: the prompts in batches of ``slots`` rows (`decode.generate`); a batch runs until its
+longest answer ends. ``inflight`` (the default), as serving engines keep their chips busy: a KV
+cache of ``slots`` rows, each holding one prompt at a time from position 0. Each call decodes
+``sync_every`` tokens for every row; the host then collects the rows that ended and prefills the
+next prompts (right-padded to a length bucket, a group of one row per row shard at a time) into
+their slots while the other rows keep their caches. Every row attends only to its own slots and
+is masked by its own length, so its tokens are those it gets decoded alone.
+
+Every process of the mesh runs the same loop on the same requests (the tokens come back to every
+process, so they all take the same decisions); each builds only the image rows its own devices
+hold.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from basque_vlm.infer import decode
+from basque_vlm.model import sharding
+from basque_vlm.model.llama import init_cache, unstack_cache
+from basque_vlm.model.vlm import VLM
+
+BATCHING = ("inflight", "static")
+Pixels = Callable[[], np.ndarray]  # a prompt's images: [N, C, H, W], made when needed
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One prompt: its token ids (no padding), how long its answer may be, and its images
+    (``images`` of them, made by ``pixel_values`` when its prefill needs them)."""
+
+    input_ids: np.ndarray
+    max_new_tokens: int
+    pixel_values: Pixels | None = None
+    images: int = 0
+
+
+class Engine:
+    """Greedy decoding of a model placed on ``mesh`` (`store.checkpoint.load_model`)."""
+
+    def __init__(self, model: VLM, mesh: Mesh, *, slots: int, sync_every: int = 8,
+                 length_multiple: int = 64):
+        self.model, self.mesh = model, mesh
+        self.group = sharding.row_shards(mesh)
+        self.slots = -(-slots // self.group) * self.group  # whole row shards
+        self.sync_every, self.length_multiple = sync_every, length_multiple
+        self.eos = tuple(model.cfg.eos_token_ids)
+        cfg = model.cfg
+        self.pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else (
+            self.eos[0] if self.eos else 0)
+
+    def generate(self, requests: Sequence[Request], batching: str = "inflight",
+                 progress: Callable[[int], None] | None = None) -> list[list[int]]:
+        """Each request's generated ids, up to and including its end-of-turn token, in the
+        requests' order; ``progress`` gets the count done so far."""
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+        if not requests:
+            return []
+        run = self._inflight if batching == "inflight" else self._static
+        with sharding.use_mesh(self.mesh):
+            return run(list(requests), progress or (lambda done: None))
+
+    # -- static batches ---------------------------------------------------------------------
+
+    def _static(self, requests: list[Request], progress: Callable[[int], None]
+                ) -> list[list[int]]:
+        # Text-only and image prompts never share a batch; similar lengths batch together.
+        order = sorted(range(len(requests)), key=lambda i: (requests[i].pixel_values is None,
+                                                             len(requests[i].input_ids)))
+        out: list[list[int]] = [[] for _ in requests]
+        start = 0
+        while start < len(order):
+            with_image = requests[order[start]].pixel_values is not None
+            batch = [i for i in order[start:start + self.slots]
+                     if (requests[i].pixel_values is not None) == with_image]
+            start += len(batch)
+            ids, mask = _left_padded([requests[i].input_ids for i in batch], self.pad_id)
+            pixels = (np.concatenate([requests[i].pixel_values() for i in batch])
+                      if with_image else None)
+            budget = max(requests[i].max_new_tokens for i in batch)
+            tokens = decode.generate(self.model, ids, mask, pixels, max_new_tokens=budget,
+                                     eos_ids=self.eos, pad_id=self.pad_id,
+                                     length_multiple=self.length_multiple, mesh=self.mesh)
+            for i, row in zip(batch, decode.trim(tokens, self.eos)):
+                out[i] = row[:requests[i].max_new_tokens]
+            progress(start)
+        return out
+
+    # -- in-flight batching -----------------------------------------------------------------
+
+    def _inflight(self, requests: list[Request], progress: Callable[[int], None]
+                  ) -> list[list[int]]:
+        longest = max(len(r.input_ids) + r.max_new_tokens for r in requests) + self.sync_every
+        state = _SlotState.empty(self.model, self.slots, _round_up(longest, self.length_multiple))
+        images = max(r.images for r in requests)  # image slots per row
+        waiting = collections.deque(range(len(requests)))
+        holder: list[int | None] = [None] * self.slots  # the request in each slot
+        out: list[list[int]] = [[] for _ in requests]
+        done = 0
+
+        def finish(slot: int) -> None:
+            nonlocal done
+            holder[slot] = None
+            done += 1
+            progress(done)
+
+        def take(slot: int, token: int) -> None:
+            """Adds a token to the slot's answer; frees the slot when the answer ends."""
+            i = holder[slot]
+            out[i].append(token)
+            if token in self.eos or len(out[i]) >= requests[i].max_new_tokens:
+                finish(slot)
+
+        while waiting or any(h is not None for h in holder):
+            free = [s for s in range(self.slots) if holder[s] is None]
+            while waiting and free:
+                group = [waiting.popleft() for _ in range(min(self.group, len(free), len(waiting)))]
+                slots, free = free[:len(group)], free[len(group):]
+                first = state.prefill(self, [requests[i] for i in group], slots, images)
+                for slot, i, token in zip(slots, group, first):
+                    holder[slot] = i
+                    take(slot, token)
+            active = np.array([h is not None for h in holder])
+            if not active.any():
+                continue
+            for slot, row in enumerate(state.decode(self, active)):
+                for token in row:
+                    if holder[slot] is None:
+                        break
+                    take(slot, int(token))
+        return out
+
+
+@dataclasses.dataclass
+class _SlotState:
+    """The device side of in-flight batching: the KV cache of every slot, each slot's last token
+    (not yet in the cache) and its position (where that token goes)."""
+
+    cache: object
+    tokens: jax.Array
+    positions: jax.Array
+
+    @classmethod
+    def empty(cls, model: VLM, slots: int, length: int) -> _SlotState:
+        graphdef, state = nnx.split(model)
+        cache, tokens, positions = _empty(graphdef, state, slots=slots, length=length)
+        return cls(cache, tokens, positions)
+
+    def prefill(self, engine: Engine, group: list[Request], slots: list[int], images: int
+                ) -> list[int]:
+        """Prefills ``group`` into ``slots``; returns each prompt's first generated token."""
+        rows, mesh = engine.group, engine.mesh
+        length = _round_up(max(len(r.input_ids) for r in group), engine.length_multiple)
+        ids = np.full((rows, length), engine.pad_id, np.int32)
+        lengths = np.ones(rows, np.int32)
+        for row, request in enumerate(group):
+            ids[row, :len(request.input_ids)] = request.input_ids
+            lengths[row] = len(request.input_ids)
+        target = np.full(rows, engine.slots, np.int32)  # out of range: padding rows dropped
+        target[:len(group)] = slots
+        pixels = None
+        if any(r.images for r in group):
+            v = engine.model.cfg.vision
+            pixels = _group_pixels(mesh, group, rows, images,
+                                   (v.num_channels, v.image_size, v.image_size))
+        place = functools.partial(decode._rows_on_mesh, mesh, rows=rows)
+        graphdef, state = nnx.split(engine.model)
+        self.cache, self.tokens, self.positions, first = _prefill(
+            graphdef, state, self.cache, self.tokens, self.positions, place(ids),
+            place(lengths), pixels, jnp.asarray(target), images_per_row=images)
+        return np.asarray(first)[:len(group)].tolist()
+
+    def decode(self, engine: Engine, active: np.ndarray) -> np.ndarray:
+        """``sync_every`` tokens for every slot (``[slots, sync_every]``); inactive slots stay."""
+        graphdef, state = nnx.split(engine.model)
+        self.cache, self.tokens, self.positions, out = _decode(
+            graphdef, state, self.cache, self.tokens, self.positions,
+            decode._rows_on_mesh(engine.mesh, active, len(active)), steps=engine.sync_every)
+        return np.asarray(out)
+
+
+def _group_pixels(mesh: Mesh, group: list[Request], rows: int, images: int,
+                  shape: tuple[int, int, int]) -> jax.Array:
+    """``[rows * images, C, H, W]``: row ``r``'s images in its ``images`` slots (zeros where it
+    has fewer, and for padding rows); each process decodes only its own rows' images."""
+
+    def fetch(index: slice) -> np.ndarray:
+        out = np.zeros((len(range(*index.indices(rows))), images, *shape), np.float32)
+        for k, row in enumerate(range(*index.indices(rows))):
+            if row < len(group) and group[row].pixel_values:
+                pixels = group[row].pixel_values()
+                out[k, :len(pixels)] = pixels
+        return out
+
+    placed = sharding.shard_rows(mesh, (rows, images, *shape), fetch)
+    return placed.reshape(rows * images, *shape)
+
+
+def _left_padded(rows: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    length = max(len(r) for r in rows)
+    ids = np.full((len(rows), length), pad_id, np.int64)
+    mask = np.zeros((len(rows), length), np.int64)
+    for i, row in enumerate(rows):
+        ids[i, length - len(row):] = row
+        mask[i, length - len(row):] = 1
+    return ids, mask
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _layer_caches(lm: nnx.Module, cache: dict[str, jax.Array]) -> object:
+    """A stacked cache for scanned layers, per-layer caches for unrolled ones."""
+    return unstack_cache(cache) if isinstance(lm.layers, nnx.List) else cache
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "slots", "length"))
+def _empty(graphdef, state, *, slots: int, length: int):
+    lm = nnx.merge(graphdef, state).language_model
+    zeros = sharding.constrain(jnp.zeros((slots,), jnp.int32), ("batch",))
+    return _layer_caches(lm, init_cache(lm.cfg, slots, length)), zeros, zeros
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "images_per_row"),
+                   donate_argnames=("cache", "tokens", "positions"))
+def _prefill(graphdef, state, cache, tokens, positions, input_ids, lengths, pixel_values,
+             target, *, images_per_row: int):
+    """Prefills right-padded prompts ``[G, T]`` and writes their keys and values into rows
+    ``target`` of ``cache`` (positions ``0..T-1``); an out-of-range target drops its row."""
+    model = nnx.merge(graphdef, state)
+    lm = model.language_model
+    rows, length = input_ids.shape
+    valid = jnp.arange(length)[None] < lengths[:, None]
+    positions_in = jnp.broadcast_to(jnp.arange(length), (rows, length))
+    x = (model.embed(input_ids, pixel_values, images_per_row) if pixel_values is not None
+         else lm.embed(input_ids))
+    fresh = _layer_caches(lm, init_cache(lm.cfg, rows, length))
+    hidden, fresh = lm(x, positions_in, valid, fresh, 0)
+    last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)[:, 0]
+    first = jnp.argmax(lm.logits(last).astype(jnp.float32), axis=-1).astype(jnp.int32)
+    cache = jax.tree.map(lambda c, f: _insert(c, f, target), cache, fresh)
+    tokens = tokens.at[target].set(first, mode="drop")
+    positions = positions.at[target].set(lengths, mode="drop")
+    return cache, tokens, positions, sharding.constrain(first, (None,))
+
+
+def _insert(cache: jax.Array, fresh: jax.Array, target: jax.Array) -> jax.Array:
+    """``fresh`` keys or values ``[G, T, ...]`` (``[L, G, T, ...]`` stacked) into rows
+    ``target`` of ``cache``, positions ``0..T-1``."""
+    length = fresh.shape[-3]
+    if cache.ndim == 5:  # stacked layers: [L, slots, S, KVH, D]
+        return cache.at[:, target, :length].set(fresh, mode="drop")
+    return cache.at[target, :length].set(fresh, mode="drop")
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "steps"),
+                   donate_argnames=("cache", "tokens", "positions"))
+def _decode(graphdef, state, cache, tokens, positions, active, *, steps: int):
+    """``steps`` greedy tokens for every active row, each at its own position."""
+    lm = nnx.merge(graphdef, state).language_model
+    slots = tokens.shape[0]
+    length = jax.tree.leaves(cache)[0].shape[-3]
+    key_slots = jnp.arange(length)
+
+    def step(i, carry):
+        cache, token, position, out = carry
+        kv_valid = key_slots[None] <= position[:, None]
+        hidden, cache = lm(lm.embed(token[:, None]), position[:, None], kv_valid, cache,
+                           position)
+        chosen = jnp.argmax(lm.logits(hidden[:, 0]).astype(jnp.float32), axis=-1)
+        token = jnp.where(active, chosen.astype(jnp.int32), token)
+        position = jnp.where(active, jnp.minimum(position + 1, length - 1), position)
+        return cache, token, position, out.at[:, i].set(token)
+
+    out = jnp.zeros((slots, steps), jnp.int32)
+    cache, tokens, positions, out = jax.lax.fori_loop(0, steps, step,
+                                                      (cache, tokens, positions, out))
+    return cache, tokens, positions, sharding.constrain(out, (None, None))

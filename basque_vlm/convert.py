@@ -2,10 +2,12 @@
 
     python -m basque_vlm.convert --hf_dir=DIR --out=CKPT
     python -m basque_vlm.convert --llm_dir=DIR --vision_dir=DIR --projector=linear --out=CKPT
+    python -m basque_vlm.convert --llm_dir=DIR --out=CKPT
 
 The first imports a ``LlavaForConditionalGeneration`` folder; the second assembles a new VLM from a
-Llama-family LLM and a CLIP/SigLIP vision tower with a freshly initialised connector. Weights are
-read one tensor at a time; ``--dtype=auto`` keeps the source dtype.
+Llama-family LLM and a CLIP/SigLIP vision tower with a freshly initialised connector; the third
+imports the LLM alone, a text-only checkpoint (a translator for `translate`, text-only
+evaluation). Weights are read one tensor at a time; ``--dtype=auto`` keeps the source dtype.
 """
 
 from __future__ import annotations
@@ -46,10 +48,10 @@ def check_flags() -> None:
     if FLAGS.hf_dir and given:
         raise ValueError(f"--hf_dir imports a LLaVA folder; it cannot be combined with "
                          f"{', '.join(given)}")
-    if not FLAGS.hf_dir and len(given) < len(assembly):
+    if not FLAGS.hf_dir and given != ["--llm_dir"] and len(given) < len(assembly):
         if not given:
             raise ValueError("give --hf_dir=DIR, or --llm_dir=DIR --vision_dir=DIR "
-                             "--projector=linear|mlp2x_gelu")
+                             "--projector=linear|mlp2x_gelu (or --llm_dir=DIR alone: text only)")
         missing = [name for name in assembly if name not in given]
         raise ValueError(f"assembling a VLM also needs {', '.join(missing)}")
     if FLAGS.projector and FLAGS.projector not in CONNECTORS:
@@ -71,9 +73,11 @@ def convert(out: Path) -> dict:
         importer.check_llava(FLAGS.hf_dir)  # a bad folder fails before any weight is read
         importer.load_processor(FLAGS.hf_dir)
         cfg, params = importer.import_llava(FLAGS.hf_dir, dtype, log=print)
-    else:
+    elif FLAGS.vision_dir:
         cfg, params, processor = importer.assemble(FLAGS.llm_dir, FLAGS.vision_dir,
                                                    FLAGS.projector, dtype, FLAGS.seed, log=print)
+    else:
+        cfg, params, processor = importer.import_llm(FLAGS.llm_dir, dtype, log=print)
     print(f"writing the checkpoint to {out}")
     checkpoint.save(out, cfg, params)
     if FLAGS.hf_dir:
@@ -83,7 +87,10 @@ def convert(out: Path) -> dict:
         generation = Path(FLAGS.llm_dir) / "generation_config.json"
         if generation.is_file():
             shutil.copy2(generation, out / generation.name)
-    importer.load_processor(out)
+    if cfg.vision is None:
+        checkpoint.load_processor(out)  # the tokenizer and its chat template load
+    else:
+        importer.load_processor(out)
     return params
 
 

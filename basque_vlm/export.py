@@ -34,7 +34,9 @@ def check_flags() -> int:
     out = Path(FLAGS.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} already exists and is not empty")
-    checkpoint.load_config(FLAGS.checkpoint)  # a clear error before anything is written
+    if checkpoint.load_config(FLAGS.checkpoint).vision is None:  # before anything is written
+        raise ValueError(f"{FLAGS.checkpoint} is a text-only checkpoint (no vision tower); "
+                         "export writes LlavaForConditionalGeneration folders")
     try:
         size = shards.parse_size(FLAGS.max_shard_size)
     except ValueError:

@@ -26,7 +26,8 @@ from absl import app, flags
 
 HERE = Path(__file__).resolve().parent
 flags.DEFINE_bool("quick", False, "smallest shapes, one repetition: a smoke run")
-flags.DEFINE_list("only", None, "benchmarks to run (default: all): train, decode, data, convert")
+flags.DEFINE_list("only", None, "benchmarks to run (default: all): train, decode, data, "
+                  "convert, inflight, eval")
 flags.DEFINE_string("json", None, "write everything (the table and each benchmark's JSON) here")
 flags.DEFINE_integer("timeout_s", 3600, "per benchmark")
 FLAGS = flags.FLAGS
@@ -44,6 +45,10 @@ BENCHMARKS = {
     "data": (["data_pipeline.py", "--samples=2048"],
              ["data_pipeline.py", "--samples=128", "--records=64"]),
     "convert": (["convert_memory.py"], ["convert_memory.py", "--size_gb=0.25"]),
+    "inflight": (["inflight_batching.py"],
+                 ["inflight_batching.py", "--prompts=8", "--slots=4", "--longest=32",
+                  "--reps=1"]),
+    "eval": (["eval_throughput.py"], ["eval_throughput.py", "--samples=8", "--reps=1"]),
 }
 GROUPS = {"decode": ("decode", "decode_demo")}
 
@@ -92,6 +97,14 @@ def rows(name: str, r: dict[str, Any]) -> list[tuple[str, float | None, float | 
     elif name == "data":
         for setting, p in r["pipeline"].items():
             out.append((f"data samples/s ({setting})", p["samples_per_s"], None, ">= 150", ""))
+    elif name == "inflight":
+        out.append((f"in-flight batching tokens/s ({r['slots']} slots, answers "
+                    "4-256 tokens; reference: static batches)", r["inflight_tokens_s"],
+                    r["static_tokens_s"], ">= 1.5x", ""))
+    elif name == "eval":
+        out.append((f"evaluate samples/s, batch {r['batch']} (reference: transformers "
+                    "generate)", r["ours_inflight_samples_s"], r["transformers_samples_s"],
+                    ">= 2x", ""))
     elif name == "convert":
         out.append(("convert peak RSS / checkpoint size", r["ratio"], None, "<= 1.3", "x"))
         out.append(("convert s per GB", r["seconds"] / (r["checkpoint_bytes"] / 1e9), None, "",

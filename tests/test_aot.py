@@ -48,6 +48,40 @@ def test_demo_fits_a_v5e_8(result):
     assert report["model_tflops_per_step"] == pytest.approx(flops / 1e12, abs=1e-3)
 
 
+def test_the_decode_step_is_sharded_over_the_slice(result):
+    """By default the tiny demo fits one chip: every chip on ``data``, the batch rounded up to
+    whole row shards."""
+    decode = json.loads(result.stdout.strip().splitlines()[-1])["decode"]
+    assert decode["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1} and decode["batch"] == 8
+
+
+def test_decode_only_on_a_tensor_split():
+    result = run_cli.run("aot", "--config=configs/demo.py", "--topology=v5e-8", "--notrain",
+                         "--mesh_tensor=2", "--decode_batch=8", "--decode_prompt_length=64",
+                         "--decode_new_tokens=8", "--search")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "batch" not in report and "memory_gib" not in report  # no train step compiled
+    decode = report["decode"]
+    assert decode["mesh"] == {"data": 4, "fsdp": 1, "tensor": 2} and decode["fits"] is True
+    assert decode["largest_batch"] == max(f["batch"] for f in report["decode_search"]
+                                          if f["fits"])
+    bad = run_cli.run("aot", "--config=configs/demo.py", "--topology=v5e-8", "--notrain",
+                      "--mesh_tensor=3")
+    run_cli.assert_one_line_error(bad, "aot", "does not use the 8 devices")
+
+
+@pytest.mark.slow  # one 80-layer compilation: ~1 min
+def test_the_70b_translator_fits_a_v6e_8_at_batch_32():
+    result = run_cli.run("aot", "--architecture=latxa31_70b", "--notrain", "--topology=v6e-8",
+                         "--mesh_tensor=8", "--decode_batch=32", "--decode_prompt_length=1024",
+                         "--decode_new_tokens=1024")
+    assert result.returncode == 0, result.stderr
+    decode = json.loads(result.stdout.strip().splitlines()[-1])["decode"]
+    assert decode["fits"] is True and decode["mesh"] == {"data": 1, "fsdp": 1, "tensor": 8}
+    assert decode["per_chip_peak_gib"] < 31.25
+
+
 def test_bad_topology_is_one_line():
     result = run_cli.run("aot", "--config=configs/demo.py", "--topology=v9-8")
     run_cli.assert_one_line_error(result, "aot", "unknown TPU topology", "v5p-8")

@@ -162,7 +162,7 @@ def test_bad_flags_fail_in_one_line(llava_dir, tmp_path):
     (tmp_path / "full" / "x").write_text("")
     cases = {
         "cannot be combined": [f"--hf_dir={llava_dir}", "--llm_dir=x", f"--out={tmp_path}/a"],
-        "also needs --vision_dir, --projector": ["--llm_dir=x", f"--out={tmp_path}/a"],
+        "also needs --projector": ["--llm_dir=x", "--vision_dir=y", f"--out={tmp_path}/a"],
         "--dtype must be one of": [f"--hf_dir={llava_dir}", "--dtype=float16",
                                    f"--out={tmp_path}/a"],
         "already exists and is not empty": [f"--hf_dir={llava_dir}", f"--out={tmp_path}/full"],

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import run_cli
 import torch
 from flax import nnx
 from PIL import Image
@@ -109,6 +110,24 @@ def test_text_only_assembled_matches_llama(tmp_path):
                                   chat_inputs(tokenizer, PROMPTS[:3])["input_ids"])
     assert decode.trim(ours(model, inputs, NEW), cfg.eos_token_ids) == reference(
         torch_model, inputs, NEW, cfg.eos_token_ids)
+
+
+def test_a_language_model_alone_matches_llama(tmp_path):
+    """``convert --llm_dir`` alone: a text-only checkpoint (no vision tower, no connector)."""
+    torch_model, tokenizer = tiny_models.save_llama(tmp_path / "llm")
+    run_cli.assert_ok(run_cli.run("convert", f"--llm_dir={tmp_path / 'llm'}",
+                                  f"--out={tmp_path / 'ckpt'}"))
+    cfg, model = checkpoint.load_model(tmp_path / "ckpt", scan_layers=False)
+    assert cfg.vision is None and set(nnx.state(model, nnx.Param).to_pure_dict()) == {
+        "language_model"}
+    inputs = chat_inputs(checkpoint.load_processor(tmp_path / "ckpt"), PROMPTS[:3])
+    np.testing.assert_array_equal(inputs["input_ids"],
+                                  chat_inputs(tokenizer, PROMPTS[:3])["input_ids"])
+    assert decode.trim(ours(model, inputs, NEW), cfg.eos_token_ids) == reference(
+        torch_model, inputs, NEW, cfg.eos_token_ids)
+    export = run_cli.run("export", f"--checkpoint={tmp_path / 'ckpt'}",
+                         f"--out={tmp_path / 'hf'}")
+    run_cli.assert_one_line_error(export, "export", "text-only checkpoint")
 
 
 @pytest.mark.parametrize("scan", [True, False])

@@ -276,6 +276,33 @@ def assemble(llm_dir: str | Path, vision_dir: str | Path, projector: str,
     return cfg, params, processor
 
 
+def import_llm(llm_dir: str | Path, dtype: np.dtype | None, log: Log = _quiet
+               ) -> tuple[VLMConfig, Params, Any]:
+    """A language model alone (text only: no vision tower), as it is: the config, the
+    parameters and the tokenizer (with its chat template)."""
+    llm_dir = Path(llm_dir)
+    if not llm_dir.is_dir():
+        raise CheckpointError(f"{llm_dir}: not a directory")
+    llm_hf = read_json(llm_dir / "config.json")
+    text = _read_config(llm_dir / "config.json", LlamaConfig.from_hf)
+    cfg = VLMConfig(text=text, vision=None, connector="linear", image_token_id=-1)
+    part = _llm_part(SafetensorsFolder(llm_dir), text, _abstract_shapes(cfg)["language_model"],
+                     ("model.", ""), ("",))
+    check_part(part)
+
+    from transformers import AutoTokenizer  # slow to import
+
+    tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
+    if not tokenizer.chat_template:
+        raise CheckpointError(f"{llm_dir}: the tokenizer has no chat template; add one "
+                              "(chat_template.jinja or tokenizer_config.json's chat_template)")
+    cfg = dataclasses.replace(
+        cfg, eos_token_ids=_eos_ids(_optional_json(llm_dir / "generation_config.json"), llm_hf,
+                                    {"eos_token_id": tokenizer.eos_token_id}),
+        pad_token_id=llm_hf.get("pad_token_id", tokenizer.pad_token_id))
+    return cfg, {"language_model": _nest(_read_llm(part, text, dtype, log, None))}, tokenizer
+
+
 def _init_connector(shapes: dict[tuple[str, ...], tuple[int, ...]], seed: int,
                     dtype: np.dtype | None) -> Params:
     """Fresh connector parameters as the model initialises them (kernels ~ N(0, 0.02), zero

@@ -49,13 +49,15 @@ def from_flags(cfg: VLMConfig, weight_bytes: int) -> Mesh:
 
 def decode_mesh(cfg: VLMConfig, weight_bytes: int, *, data: int | None = None,
                 fsdp: int | None = None, tensor: int | None = None,
-                devices: Sequence[jax.Device] | None = None) -> Mesh:
+                devices: Sequence[jax.Device] | None = None, memory: float | None = None
+                ) -> Mesh:
     """The ``data × fsdp × tensor`` mesh over ``devices`` (default: all) that decodes the model
-    ``cfg`` whose weights take ``weight_bytes``; an axis that does not divide the devices or the
-    model is a ValueError naming it."""
+    ``cfg`` whose weights take ``weight_bytes`` (each device holding ``memory`` bytes; default:
+    what the device says); an axis that does not divide the devices or the model is a
+    ValueError naming it."""
     devices = list(devices if devices is not None else jax.devices())
     if data is None and fsdp is None and tensor is None:
-        tensor = smallest_tensor(cfg, weight_bytes, devices)
+        tensor = smallest_tensor(cfg, weight_bytes, devices, memory)
     mesh = _mesh(devices, data, fsdp or 1, tensor or 1)
     sharding.check_divisible(abstract_params(cfg), mesh)
     return mesh
@@ -71,10 +73,13 @@ def _mesh(devices: list[jax.Device], data: int | None, fsdp: int, tensor: int) -
     return sharding.make_mesh(data or -1, fsdp, tensor, devices)
 
 
-def smallest_tensor(cfg: VLMConfig, weight_bytes: int, devices: Sequence[jax.Device]) -> int:
+def smallest_tensor(cfg: VLMConfig, weight_bytes: int, devices: Sequence[jax.Device],
+                    memory: float | None = None) -> int:
     """1 when the weights fit one device (or its memory is unknown, as on CPU), else the
     smallest ``tensor`` that divides the devices and the model and fits the weights."""
-    memory = device_memory(next(d for d in devices if d.process_index == jax.process_index()))
+    if memory is None:
+        mine = next(d for d in devices if d.process_index == jax.process_index())
+        memory = device_memory(mine)
     splits = [t for t in range(1, len(devices) + 1) if len(devices) % t == 0 and
               _divides(cfg, t)]
     for t in splits:

@@ -24,10 +24,12 @@ Params = dict[str, Any]
 class VLMConfig:
     """Everything a checkpoint's ``config.json`` stores about the model: the decoder, the vision
     tower, the connector between them, which vision layers feed it and whether CLIP's class
-    token is dropped, and the special tokens (the image placeholder, end of turn, padding)."""
+    token is dropped, and the special tokens (the image placeholder, end of turn, padding).
+    Without a vision tower (``vision`` None) it is a language model alone: text only (e.g. the
+    70B translator, `convert --llm_dir` alone)."""
 
     text: LlamaConfig
-    vision: VisionConfig
+    vision: VisionConfig | None
     connector: str  # linear | mlp2x_gelu
     image_token_id: int
     connector_bias: bool = True
@@ -50,6 +52,8 @@ class VLMConfig:
     def tokens_per_image(self) -> int:
         """Image placeholder tokens per image: what the processor expands ``<image>`` into."""
         v = self.vision
+        if v is None:
+            return 0
         drop = self.vision_feature_select_strategy == "default"
         return v.num_patches + int(v.has_class_token) - int(drop)
 
@@ -61,7 +65,8 @@ class VLMConfig:
         """``overrides`` (e.g. ``dtype``, ``scan_layers``, ``remat``) apply to both sub-models."""
         d = dict(d)
         text = LlamaConfig(**{**d.pop("text"), **overrides})
-        vision = VisionConfig(**{**d.pop("vision"), **overrides})
+        vision = d.pop("vision")
+        vision = None if vision is None else VisionConfig(**{**vision, **overrides})
         for key in ("vision_feature_layer", "eos_token_ids"):
             if isinstance(d.get(key), list):
                 d[key] = tuple(d[key])
@@ -93,11 +98,12 @@ class VLM(nnx.Module):
 
     def __init__(self, cfg: VLMConfig, rngs: nnx.Rngs):
         self.cfg = cfg
-        self.vision_tower = VisionTower(cfg.vision, rngs)
-        vision_dim = cfg.vision.hidden_size * len(cfg.feature_layers)
-        self.connector = Connector(cfg.connector, vision_dim, cfg.text.hidden_size,
-                                   use_bias=cfg.connector_bias, rngs=rngs,
-                                   dtype=jnp.dtype(cfg.text.dtype))
+        if cfg.vision is not None:  # else a language model alone
+            self.vision_tower = VisionTower(cfg.vision, rngs)
+            vision_dim = cfg.vision.hidden_size * len(cfg.feature_layers)
+            self.connector = Connector(cfg.connector, vision_dim, cfg.text.hidden_size,
+                                       use_bias=cfg.connector_bias, rngs=rngs,
+                                       dtype=jnp.dtype(cfg.text.dtype))
         self.language_model = Llama(cfg.text, rngs)
 
     def image_features(self, pixel_values: jax.Array) -> jax.Array:
@@ -120,6 +126,8 @@ class VLM(nnx.Module):
         x = self.language_model.embed(input_ids)
         if pixel_values is None:
             return x
+        if self.cfg.vision is None:
+            raise ValueError("images given to a language model without a vision tower")
         is_image = input_ids == self.cfg.image_token_id
         per_image = self.cfg.tokens_per_image
         if not isinstance(input_ids, jax.core.Tracer):

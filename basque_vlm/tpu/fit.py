@@ -3,8 +3,8 @@ slice's compile-only devices: `basque_vlm.tpu.topologies`), with abstract parame
 the compiler's per-device memory.
 
 The train step is `loop.plan_step`'s, exactly as `loop.train` runs it; the decode step is
-`decode.lower_greedy`'s, on one device with the weights in the compute dtype, as ``evaluate
---param_dtype=bfloat16`` runs it.
+`decode.lower_greedy`'s, sharded over a decode mesh with the weights in the compute dtype, as
+``evaluate --param_dtype=bfloat16`` and ``translate`` run it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import Sharding, SingleDeviceSharding
+from jax.sharding import Mesh, Sharding
 
 from basque_vlm.data import pipeline
 from basque_vlm.infer import decode
@@ -194,30 +194,55 @@ def best(fits: Sequence[Fit]) -> Fit | None:
                default=None)
 
 
-def decode_fit(cfg: VLMConfig, device: jax.Device, hbm_bytes: float, *, batch: int,
+def decode_fit(cfg: VLMConfig, mesh: Mesh, hbm_bytes: float, *, batch: int,
                prompt_length: int, new_tokens: int) -> Fit:
-    """Prefill + KV-cache decoding of ``batch`` prompts of ``prompt_length`` tokens, one image
-    each, for ``new_tokens`` tokens, on one device, the weights in the compute dtype."""
-    place = SingleDeviceSharding(device)
-    graphdef, abstract = nnx.split(checkpoint.abstract_model(cfg))
+    """Prefill + KV-cache decoding of ``batch`` prompts of ``prompt_length`` tokens (one image
+    each, for a VLM) for ``new_tokens`` tokens, sharded over ``mesh`` as ``evaluate`` and
+    ``translate`` decode (`decode.generate`), the weights in the compute dtype."""
+    abstract = nnx.state(checkpoint.abstract_model(cfg), nnx.Param)
+    sharding.check_divisible(abstract, mesh)
+    shards = sharding.row_shards(mesh)
+    if batch % shards:
+        raise ValueError(f"--decode_batch={batch} does not divide over the mesh's "
+                         f"{shards} row shards (data × fsdp)")
+    graphdef, _ = nnx.split(checkpoint.abstract_model(cfg))
     params = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, jnp.dtype(cfg.text.dtype), sharding=place),
-        abstract.to_pure_dict())
-    v = cfg.vision
-
-    def spec(shape, dtype=jnp.int32):
-        return jax.ShapeDtypeStruct(shape, dtype, sharding=place)
-
-    tokens = spec((batch, prompt_length))
-    pixels = spec((batch, v.num_channels, v.image_size, v.image_size), jnp.float32)
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, jnp.dtype(cfg.text.dtype), sharding=sh),
+        abstract.to_pure_dict(), sharding.param_shardings(abstract, mesh))
+    rows = sharding.batch_sharding(mesh)
+    tokens = jax.ShapeDtypeStruct((batch, prompt_length), jnp.int32, sharding=rows)
+    pixels = None
+    if cfg.vision is not None:
+        v = cfg.vision
+        pixels = jax.ShapeDtypeStruct((batch, v.num_channels, v.image_size, v.image_size),
+                                      jnp.float32, sharding=rows)
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
     facts = {"batch": batch, "prompt_length": prompt_length, "new_tokens": new_tokens,
-             "weights": cfg.text.dtype}
+             "weights": cfg.text.dtype, "mesh": dict(mesh.shape)}
 
     def lower():
-        with sharding.use_mesh(sharding.make_mesh(1, 1, 1, [device])):
+        with sharding.use_mesh(mesh):
             return decode.lower_greedy(graphdef, params, tokens, tokens, pixels,
                                        max_new_tokens=new_tokens, eos_ids=cfg.eos_token_ids,
                                        pad_id=pad)
 
     return compile_fit(lower, hbm_bytes, facts)
+
+
+def decode_search(cfg: VLMConfig, mesh: Mesh, hbm_bytes: float, *, prompt_length: int,
+                  new_tokens: int, report: Callable[[Fit], None] = lambda fit: None
+                  ) -> list[Fit]:
+    """The largest decode batch that fits: a binary search over the row shards times powers of
+    two (up to 2,048 rows). Every compilation is returned (and ``report``-ed) in order."""
+    shards = sharding.row_shards(mesh)
+    candidates = [shards * 2 ** k for k in range(12) if shards * 2 ** k <= 2048]
+    tried: list[Fit] = []
+    low, high = 0, len(candidates)  # candidates[:low] fit, candidates[high:] do not
+    while low < high:
+        mid = (low + high) // 2
+        fit = decode_fit(cfg, mesh, hbm_bytes, batch=candidates[mid],
+                         prompt_length=prompt_length, new_tokens=new_tokens)
+        tried.append(fit)
+        report(fit)
+        low, high = (mid + 1, high) if fit.fits else (low, mid)
+    return tried

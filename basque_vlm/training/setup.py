@@ -27,6 +27,9 @@ def model_configs(config: Mapping[str, Any], stored: VLMConfig | None = None
     and with the ``compute`` overrides (``dtype``, ``scan_layers``, ``remat``, ``attention``)
     applied."""
     stored = stored or _stored_config(config)
+    if stored.vision is None:
+        raise ValueError("init_checkpoint is a text-only checkpoint (no vision tower): training "
+                         "needs a VLM (convert --llm_dir --vision_dir --projector)")
     overrides = {k: v for k, v in _plain(config.get("compute") or {}).items()
                  if k not in STEP_COMPUTE_KEYS}
     return stored, VLMConfig.from_dict(stored.to_dict(), **overrides)

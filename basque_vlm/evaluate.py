@@ -16,6 +16,12 @@ pairwise against the reference answers by ``--judge_url``/``--judge_model`` (an 
 server) or ``--judge_checkpoint`` (a checkpoint of ours), as ``--wildvision_protocol`` says, and
 always exported for human annotators (``OUT_STEM.TASK.annotation.csv``). Multi-process: see
 ``basque_vlm.runtime.distributed``; process 0 writes the files.
+
+``--tasks=lm_eval:NAME,...`` adds text-only tasks of lm-evaluation-harness (``pip install -e
+".[lm_eval]"``; any task, group or tag it knows, or a task YAML under ``--lm_eval_include_path``),
+scored by lm-eval on the same loaded checkpoint: ``{"lm_eval:NAME": {metric: value,
+"METRIC_stderr": value, "n": count, "num_fewshot": k}}`` in the same results and table (not in
+the predictions); see `basque_vlm.eval.lm_eval_tasks`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 import jax
 from absl import app, flags
 
-from basque_vlm.eval import judge, protocols, report, runner, suite, tasks
+from basque_vlm.eval import judge, lm_eval_tasks, protocols, report, runner, suite, tasks
 from basque_vlm.eval.api_model import ApiGenerator
 from basque_vlm.infer import placement
 from basque_vlm.infer.engine import BATCHING
@@ -85,6 +91,12 @@ flags.DEFINE_float("retry_backoff", 1.0, "Seconds before the first retry; double
 flags.DEFINE_enum("batching", "inflight", list(BATCHING), "inflight: a row that ends takes the "
                   "next prompt while the others decode; static: batches run until their longest "
                   "answer ends.")
+flags.DEFINE_string("lm_eval_include_path", None, "A folder of lm-evaluation-harness task YAMLs "
+                    "for the lm_eval: tasks, beside lm-eval's own.")
+flags.DEFINE_integer("lm_eval_num_fewshot", None, "Few-shot examples in the lm_eval: tasks' "
+                     "prompts (default: each task's own).", lower_bound=0)
+flags.DEFINE_bool("lm_eval_apply_chat_template", False, "Render the lm_eval: tasks' prompts "
+                  "with the checkpoint's chat template (lm-eval's --apply_chat_template).")
 placement.define_flags()
 FLAGS = flags.FLAGS
 
@@ -140,18 +152,31 @@ def _evaluate() -> None:
     if not (FLAGS.tasks and FLAGS.out):
         raise ValueError("--tasks and --out are required")
     about = model_info()
-    chosen_tasks = tasks.get(FLAGS.tasks)
+    ours, text_only = lm_eval_tasks.split(FLAGS.tasks)
+    chosen_tasks = tasks.get(ours) if ours else []
+    if text_only and FLAGS.endpoint:
+        raise ValueError(f"{lm_eval_tasks.PREFIX} tasks need --checkpoint")
     distributed.init()
     cli.quiet_libraries()
     out = paths.path(FLAGS.out)  # local, or gs://...
     # Every task's data is read (and checked) before the model loads.
     loaded = {t.name: runner.load_samples(t, Path(FLAGS.data_dir), FLAGS.limit)
               for t in chosen_tasks}
+    text_tasks = (lm_eval_tasks.task_manager(text_only, FLAGS.lm_eval_include_path)
+                  if text_only else None)
     generator = make_model()
     chosen_judge = make_judge() if any(t.score is None for t in chosen_tasks) else None
     results = suite.run(chosen_tasks, loaded, generator, out, FLAGS.prompt_lang,
                         FLAGS.max_new_tokens, chosen_judge,
                         protocols.PROTOCOLS[FLAGS.wildvision_protocol], about)
+    if text_only:
+        results.update(lm_eval_tasks.run(
+            generator, text_only, text_tasks, batch_size=FLAGS.batch_size,
+            model_name=FLAGS.checkpoint, limit=FLAGS.limit, num_fewshot=FLAGS.lm_eval_num_fewshot,
+            apply_chat_template=FLAGS.lm_eval_apply_chat_template, model_info=about))
+        if jax.process_index() == 0:
+            report.write_results(out, results)
+            report.table_path(out).write_text(report.markdown_table(results))
     if jax.process_index() == 0:
         print(report.markdown_table(results), end="", flush=True)
 

@@ -21,6 +21,8 @@ LAUNCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCRIPT=$(basename "$0")
 # Where the code lives on every worker (relative to the login directory); the default run name.
 REMOTE_DIR=basque_vlm
+# Where a startup script (launch/submit.sh) puts the code on every worker, as root.
+STARTUP_DIR=/opt/basque_vlm
 # shellcheck disable=SC2034 # read by the scripts
 DEFAULT_RUN_NAME=train
 STATE_DIR=${BVLM_LAUNCH_DIR:-$HOME/.cache/basque_vlm_launch}
@@ -142,12 +144,18 @@ shjoin() {
   printf '%s\n' "$out"
 }
 
-# run CMD...: prints CMD (dry run) or echoes it to stderr and runs it.
+# redact: stdin with the values of secret-looking variables (--env=HF_TOKEN=..., *KEY*, *SECRET*,
+# *PASSWORD*) replaced by ***, for the commands echoed to stderr (logs keep no secret).
+redact() {
+  sed -E 's/(--env=[A-Za-z0-9_]*(TOKEN|KEY|SECRET|PASSWORD)[A-Za-z0-9_]*=)[^ '"'"'"]*/\1***/g'
+}
+
+# run CMD...: prints CMD (dry run) or echoes it to stderr (secrets redacted) and runs it.
 run() {
   if ((F_DRY_RUN)); then
     shjoin "$@"
   else
-    printf '+ %s\n' "$(shjoin "$@")" >&2
+    printf '+ %s\n' "$(shjoin "$@")" | redact >&2
     "$@"
   fi
 }
@@ -163,7 +171,7 @@ query() {
     shjoin "$@" >&3
     printf '%s\n' "$assumed"
   else
-    printf '+ %s\n' "$(shjoin "$@")" >&2
+    printf '+ %s\n' "$(shjoin "$@")" | redact >&2
     "$@"
   fi
 }
@@ -179,9 +187,11 @@ tpu_ssh() {
     "--worker=$workers" "--command=$command" "$@"
 }
 
-# worker_cmd WORDS...: the remote command that runs launch/worker.sh in the code's checkout.
+# worker_cmd WORDS...: the remote command that runs launch/worker.sh in the code's checkout:
+# ~/basque_vlm (setup.sh), else /opt/basque_vlm (a startup script's, launch/submit.sh).
 worker_cmd() {
-  printf 'cd %s && bash launch/worker.sh %s\n' "$REMOTE_DIR" "$(shjoin "$@")"
+  printf 'cd %s 2>/dev/null || cd %s && bash launch/worker.sh %s\n' "$REMOTE_DIR" \
+    "$STARTUP_DIR" "$(shjoin "$@")"
 }
 
 describe_node_cmd() {
@@ -270,15 +280,18 @@ resolve_commit() {
   fi
 }
 
-# retry N FUNCTION ARGS...: up to N times, 20 s apart (a fresh VM may refuse ssh for a while).
+# retry N FUNCTION ARGS...: up to N times, waiting 15 s, 30 s, 60 s, then 120 s between attempts
+# (a fresh VM refuses ssh for a minute or two; a busy one answers later).
 retry() {
-  local tries=$1 i
+  local tries=$1 i delay
   shift
   for ((i = 1; ; i++)); do
     "$@" && return 0
     ((i < tries)) || return 1
-    note "attempt $i of $tries failed; retrying in 20 s"
-    sleep 20
+    delay=$((15 << (i - 1)))
+    ((delay < 120)) || delay=120
+    note "attempt $i of $tries failed; retrying in $delay s"
+    sleep "$delay"
   done
 }
 
@@ -316,6 +329,18 @@ run_states() {
   done
 }
 
+# validate SCRIPT ARGS...: a dry run of a step (a script of this folder, the common flags passed
+# on), so that its bad flags are found before anything is created or deleted: its one-line error.
+validate() {
+  local script=$1 error
+  shift
+  if ! error=$(bash "$LAUNCH_DIR/$script" "--name=$F_NAME" "--zone=$F_ZONE" \
+    "--project=$F_PROJECT" --dry_run "$@" 2>&1 >/dev/null); then
+    error=${error##*$'\n'}
+    die "${error/#"$script: error: "/"$script: "}"
+  fi
+}
+
 # A script of this folder, with the common flags passed on.
 launch_script() {
   local script=$1
@@ -324,4 +349,163 @@ launch_script() {
   if ((F_DRY_RUN)); then common+=(--dry_run); fi
   note "== $script"
   bash "$LAUNCH_DIR/$script" "${common[@]}" "$@"
+}
+
+# check_repo_url URL: a git URL with no credentials in it (they would be echoed in every logged
+# gcloud line and stored in each worker's .git/config): --git_token_file / --git_token_secret.
+check_repo_url() {
+  [[ ! $1 =~ ^[A-Za-z+]+://[^/@]*@ || $1 =~ ^ssh://[^/:@]*@ ]] ||
+    die "--repo has credentials in it; give the plain URL and the token with" \
+      "--git_token_file=FILE (setup.sh) or --git_token_secret=SECRET (submit.sh)"
+}
+
+# fetch_code DIR REPO COMMIT [TOKEN_FILE]: DIR holds the checkout of REPO at COMMIT (cloned the
+# first time, fetched after). A token for a private https repository is read once from
+# TOKEN_FILE, which is deleted at once, and handed to git by a credential helper given on the
+# command line (nothing is written to .git/config or echoed). Runs on the workers: setup.sh and
+# the startup script send its text (`function_text`: one line, so no comments or here-documents
+# inside); it ends in DIR.
+fetch_code() {
+  local dir=$1 repo=$2 commit=$3 token=${4:-} helper BVLM_GIT_TOKEN
+  local -a git=(git -c credential.helper=)
+  if [[ -n $token ]]; then
+    BVLM_GIT_TOKEN=$(<"$token")
+    rm -f "$token"
+    export BVLM_GIT_TOKEN
+    # shellcheck disable=SC2016 # expanded by git's shell, from the environment
+    helper='!f() { test "$1" = get && echo username=x-access-token &&'
+    # shellcheck disable=SC2016
+    helper+=' echo "password=$BVLM_GIT_TOKEN"; }; f'
+    git+=(-c "credential.helper=$helper")
+  fi
+  test -d "$dir/.git" || "${git[@]}" clone --quiet "$repo" "$dir"
+  cd "$dir" || return
+  git remote set-url origin "$repo"
+  "${git[@]}" fetch --quiet --tags origin
+  git rev-parse -q --verify "$commit^{commit}" >/dev/null ||
+    "${git[@]}" fetch --quiet origin "$commit"
+  git checkout --quiet --force --detach "$commit"
+}
+
+# function_text NAME: the definition of the function NAME on one line, for a remote shell
+# (`declare -f` ends each statement with ';' but the last).
+function_text() {
+  local text
+  text=$(declare -f "$1")
+  text=${text%$'\n'\}}
+  printf '%s; }\n' "$(tr '\n' ' ' <<<"$text" | tr -s ' ')"
+}
+
+# data_dirs SPEC...: the local folder of each --data=gs://BUCKET/PREFIX[=DIR] (default
+# /data/basque_vlm), one per line.
+data_dirs() {
+  local spec
+  for spec; do
+    if [[ $spec == *=* ]]; then printf '%s\n' "${spec#*=}"; else echo /data/basque_vlm; fi
+  done
+}
+
+# aot_topology TYPE: `python -m basque_vlm.aot --topology`'s name of a gcloud accelerator type.
+aot_topology() {
+  local type
+  type=$(normalize_accelerator "$1")
+  printf '%s\n' "${type/#v5litepod-/v5e-}"
+}
+
+# The 8B configs' overrides per slice and stage, added to a `basque_vlm.train` command by run.sh,
+# submit.sh, preflight.sh and recover.sh when --accelerator names the slice (and the command sets
+# no train.microbatches itself). Each comes from the per-chip peak that `python -m basque_vlm.aot
+# --nodecode --topology=SLICE --config=configs/llama31_8b.py:STAGE` plans for the paper's step
+# (libtpu 0.0.42.1, logits_chunk=256, remat full; usable HBM per chip: v5e 15.75 GiB, v5p 95.74,
+# v6e 31.25); "README" marks the numbers of its "Will it fit?" tables, the others were compiled
+# the same way for this table:
+#   v5p-8  instruct  none: 32 rows/chip x 1 micro-batch plan 81.7 GiB (README)
+#   v5p-8  align     none: 64 rows/chip x 1 plan 74.6 GiB
+#   v5p-32 instruct  none: 8 rows/chip x 1 plan 21.3 GiB
+#   v5p-32 align     none: 16 rows/chip x 1 plan 19.5 GiB
+#   v6e-8  instruct  4 micro-batches: 4 rows/chip x 4 plan 30.9 GiB (README; 8 x 2: 37.7 and
+#                    16 x 1: 39.8, no)
+#   v6e-8  align     2 micro-batches: 16 rows/chip x 2 plan 19.8 GiB (32 x 1: 37.6, no)
+#   v5e-8  align     8 micro-batches: 4 rows/chip x 8 plan 13.2 GiB (README; 8 x 4: refused)
+#   v5e-16 instruct  8 micro-batches: 1 row/chip x 8 plan 14.9 GiB (README; 2 x 4: 16.5, no)
+declare -A PRESETS=(
+  [v6e-8:instruct]=--config.train.microbatches=4
+  [v6e-8:align]=--config.train.microbatches=2
+  [v5litepod-8:align]=--config.train.microbatches=8
+  [v5litepod-16:instruct]=--config.train.microbatches=8
+)
+
+# train_config COMMAND...: the --config of a `python -m basque_vlm.train` command (nothing for
+# another command).
+train_config() {
+  local i found=0
+  for ((i = 1; i <= $#; i++)); do
+    if [[ ${!i} == basque_vlm.train ]]; then found=1; fi
+    if ((found)) && [[ ${!i} == --config=* ]]; then printf '%s\n' "${!i#--config=}"; return; fi
+    if ((found)) && [[ ${!i} == --config ]]; then i=$((i + 1)); printf '%s\n' "${!i}"; return; fi
+  done
+}
+
+# with_preset ACCELERATOR COMMAND...: the command with the slice's preset (PRESETS) added, one
+# word per line; a note (stderr; a dry run's stdout) says what was added.
+with_preset() {
+  local accelerator config stage extra
+  accelerator=$(normalize_accelerator "$1")
+  shift
+  printf '%s\n' "$@"
+  config=$(train_config "$@")
+  [[ $config =~ ^(.*/)?(llama31_8b|latxa31_8b)\.py(:(align|instruct))?$ ]] || return 0
+  stage=${BASH_REMATCH[4]:-align}
+  extra=${PRESETS[$accelerator:$stage]:-}
+  [[ -n $extra ]] || return 0
+  if [[ " $* " == *" ${extra%%=*}="* ]]; then return 0; fi
+  note "preset for $accelerator ($stage): $extra (launch/common.sh PRESETS)"
+  dry_note "preset for $accelerator ($stage): $extra (launch/common.sh PRESETS)" >&3
+  printf '%s\n' "$extra"
+}
+
+# logs_destination LOGS_TO COMMAND...: where the workers copy the run's logs and leave its final
+# state: LOGS_TO, else the command's --workdir=gs://W as gs://W/logs; nothing when neither.
+logs_destination() {
+  local logs_to=$1 word
+  shift
+  if [[ -n $logs_to ]]; then printf '%s\n' "${logs_to%/}"; return; fi
+  for word; do
+    if [[ $word == --workdir=gs://* ]]; then printf '%s/logs\n' "${word#--workdir=}"; return; fi
+  done
+}
+
+# check_duration FLAG VALUE: a gcloud duration (30m, 12h, 2d, 1h30m).
+check_duration() {
+  [[ $2 =~ ^([0-9]+[smhd])+$ ]] || die "--$1 must be a duration such as 30m, 12h or 2d (got '$2')"
+}
+
+# delete_words queued|vm [FLAG...]: the gcloud command that deletes the queued resource (and
+# with it its TPU VM) or the TPU VM, one word per line.
+delete_words() {
+  local kind=$1
+  shift
+  if [[ $kind == queued ]]; then
+    printf '%s\n' gcloud compute tpus queued-resources delete "$F_NAME" "--zone=$F_ZONE" \
+      "--project=$F_PROJECT" --force --quiet "$@"
+  else
+    printf '%s\n' gcloud compute tpus tpu-vm delete "$F_NAME" "--zone=$F_ZONE" \
+      "--project=$F_PROJECT" --quiet "$@"
+  fi
+}
+
+# lifecycle_flags KEEP GRACE LOGS: the worker.sh start flags that copy the run's logs to LOGS/RUN
+# and, unless KEEP, make worker 0 delete the slice when the run ends (at once after exit 0,
+# after GRACE seconds otherwise, never after a SIGTERM); one per line.
+lifecycle_flags() {
+  local keep=$1 grace=$2 logs=$3 delete
+  local -a queued vm
+  if [[ -n $logs ]]; then printf -- '--logs_to=%s/%s\n' "$logs" "$F_RUN_NAME"; fi
+  ((keep)) && return 0
+  mapfile -t queued < <(delete_words queued --async)
+  mapfile -t vm < <(delete_words vm --async)
+  delete="$(shjoin "${queued[@]}") || $(shjoin "${vm[@]}")"
+  printf -- '--on_end=%s\n--grace=%s\n' "$delete" "$grace"
+  dry_note "when the run ends, worker 0 runs (at once after exit 0, after $grace s otherwise," \
+    "never after a SIGTERM; --keep: never): $delete" >&3
 }

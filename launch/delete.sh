@@ -15,9 +15,7 @@ parse_flags "$@"
 ((${#ARGS[@]} == 0)) || die "unexpected arguments after --: ${ARGS[*]}"
 require_target
 
-if ((F_QUEUED)); then
-  run gcloud compute tpus queued-resources delete "$F_NAME" "--zone=$F_ZONE" \
-    "--project=$F_PROJECT" --force --quiet
-else
-  run gcloud compute tpus tpu-vm delete "$F_NAME" "--zone=$F_ZONE" "--project=$F_PROJECT" --quiet
-fi
+kind=vm
+if ((F_QUEUED)); then kind=queued; fi
+mapfile -t delete < <(delete_words "$kind")
+run "${delete[@]}"

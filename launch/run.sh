@@ -2,7 +2,8 @@
 # Run one command on every worker of the TPU VM, in the background, a log file per worker.
 #
 #   launch/run.sh --name=NAME --zone=ZONE --project=PROJECT [--run_name=train]
-#       [--env=KEY=VALUE ...] [--wait [--poll=60]] [--dry_run] -- COMMAND...
+#       [--accelerator=TYPE] [--env=KEY=VALUE ...] [--logs_to=gs://PREFIX]
+#       [--keep | --grace=1800] [--wait [--poll=60]] [--dry_run] -- COMMAND...
 #
 #   launch/run.sh --name=v5p --zone=us-east5-a --project=P --run_name=align -- \
 #       python -m basque_vlm.train --config=configs/llama31_8b.py:align \
@@ -15,8 +16,19 @@
 # jax.distributed.initialize() finds the other workers by itself. A run of the same name that is
 # still running on a worker is an error (launch/stop.sh first).
 #
+#   --accelerator  the slice's type: a `basque_vlm.train` command of the 8B configs gets the
+#            slice's preset (launch/common.sh PRESETS: e.g. v6e-8 instruct
+#            --config.train.microbatches=4), unless it sets train.microbatches itself
 #   --env    an environment variable for the command (XLA_FLAGS, LIBTPU_INIT_ARGS, ...);
-#            repeatable
+#            repeatable (values of *TOKEN*, *KEY*, *SECRET*, *PASSWORD* are not echoed)
+#   --logs_to  where every worker copies its log, every 5 minutes and at the end, and worker 0
+#            records how the run ended (LOGS_TO/RUN_NAME/state: exited:CODE); default: the
+#            command's --workdir=gs://W as gs://W/logs
+#   --keep   the slice stays when the run ends. Without it, when the command ends without a
+#            SIGTERM, worker 0 deletes the slice (its queued resource, or the TPU VM): at once
+#            after exit 0, and --grace seconds (default 1800) after a failure, time to look at
+#            it (launch/stop.sh cancels the deletion). The VM's service account needs the
+#            permission (e.g. roles/tpu.admin)
 #   --wait   stay until the command has ended on every worker (polling every --poll seconds);
 #            exit 0 only when it exited 0 everywhere
 #
@@ -26,24 +38,37 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 F_RUN_NAME=$DEFAULT_RUN_NAME
+F_ACCELERATOR=""
 F_ENV=()
+F_LOGS_TO=""
+F_KEEP=0
+F_GRACE=1800
 F_WAIT=0
 F_POLL=60
-flags str run_name poll
+flags str run_name poll accelerator logs_to grace
 flags list env
-flags bool wait
+flags bool wait keep
 parse_flags "$@"
 ((${#ARGS[@]})) || die "no command: launch/run.sh [flags] -- COMMAND..."
 require_target
 check_run_name "$F_RUN_NAME"
 [[ $F_POLL =~ ^[1-9][0-9]*$ ]] || die "--poll must be a positive number of seconds"
+[[ $F_GRACE =~ ^[0-9]+$ ]] || die "--grace must be a number of seconds"
+[[ -z $F_LOGS_TO || $F_LOGS_TO =~ ^gs://[^/]+ ]] || die "--logs_to must be a gs:// prefix"
 start=(start "--run_name=$F_RUN_NAME")
 for item in "${F_ENV[@]}"; do
   [[ $item =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env must be KEY=VALUE, got '$item'"
   start+=("--env=$item")
 done
+command=("${ARGS[@]}")
+if [[ -n $F_ACCELERATOR ]]; then
+  mapfile -t command < <(with_preset "$F_ACCELERATOR" "${ARGS[@]}")
+fi
+mapfile -t lifecycle < <(lifecycle_flags "$F_KEEP" "$F_GRACE" \
+  "$(logs_destination "$F_LOGS_TO" "${command[@]}")")
+start+=("${lifecycle[@]}")
 
-tpu_ssh all "$(worker_cmd "${start[@]}" -- "${ARGS[@]}")" ||
+tpu_ssh all "$(worker_cmd "${start[@]}" -- "${command[@]}")" ||
   die "starting failed on some worker; it may run on others:" \
     "launch/logs.sh --status --run_name=$F_RUN_NAME; launch/stop.sh --run_name=$F_RUN_NAME"
 ((F_WAIT)) || exit 0

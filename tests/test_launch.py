@@ -5,101 +5,34 @@ gcloud commands; bad arguments give one line and exit 2; shellcheck passes on ev
 gcloud is installed, it parses every printed command (with no credentials and no reachable API,
 so nothing can act). The worker side (launch/worker.sh) runs for real on this machine: the setup
 command's git bootstrap, the probe the preflight judges, and start/status/logs/stop of a run,
-driven by the exact --command strings that setup.sh and run.sh print.
+driven by the exact --command strings that setup.sh and run.sh print. tests/test_launch_startup.py
+covers what a slice does by itself: its startup script, the end of a run, the fit check.
 """
 
-import atexit
-import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from launch_helpers import (COMMIT, LAUNCH, NAME, PROJECT, REPO, ROOT, TARGET, TRAIN, WORKDIR,
+                            ZONE, bootstrap, clean_env, delete_self, describe, dry, gcloud,
+                            launch, on_worker, remote_command, repo_with_this_launch, ssh,
+                            status, worker)
 
-ROOT = Path(__file__).resolve().parent.parent
-LAUNCH = ROOT / "launch"
 SCRIPTS = sorted(p.name for p in LAUNCH.glob("*.sh"))
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-NAME, ZONE, PROJECT = "tpu1", "us-east5-a", "proj"
-TARGET = [f"--name={NAME}", f"--zone={ZONE}", f"--project={PROJECT}"]
-REPO = "https://github.com/example/basque_vlm.git"
-TRAIN = ["python", "-m", "basque_vlm.train", "--config=configs/llama31_8b.py:align",
-         "--workdir=gs://my-bucket/workdirs/llama31_8b_align"]
-
-
-# Every subprocess sees a gcloud that cannot act, should a command ever run for real: an empty
-# configuration (no account), no GCE metadata credentials, the TPU and Compute APIs on a closed
-# port.
-GCLOUD_CONFIG = tempfile.mkdtemp(prefix="gcloud_noauth_")
-atexit.register(shutil.rmtree, GCLOUD_CONFIG, ignore_errors=True)
-NO_GCLOUD_ACCESS = {
-    "CLOUDSDK_CONFIG": GCLOUD_CONFIG, "CLOUDSDK_CORE_CHECK_GCE_METADATA": "false",
-    "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
-    "CLOUDSDK_API_ENDPOINT_OVERRIDES_TPU": "http://127.0.0.1:9/",
-    "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": "http://127.0.0.1:9/"}
+# sourced by the others, never run
+LIBRARIES = {p.name for p in LAUNCH.glob("*.sh")
+             if p.read_text().startswith("# shellcheck shell=bash")}
 
 
 @pytest.fixture(scope="module")
 def state_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("launch_state")
-
-
-def clean_env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BVLM_", "CLOUDSDK_", "GOOGLE_"))}
-    env.update(NO_GCLOUD_ACCESS)
-    env.update(extra)
-    return env
-
-
-def launch(script, *args, state_dir=None, cwd=None, env=None):
-    env = clean_env(**({"BVLM_LAUNCH_DIR": str(state_dir)} if state_dir else {}), **(env or {}))
-    return subprocess.run(["bash", str(LAUNCH / script), *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=60)
-
-
-def dry(script, *args, state_dir=None):
-    """The commands a dry run prints (its `# ...` notes left out)."""
-    r = launch(script, "--dry_run", *args, state_dir=state_dir)
-    assert r.returncode == 0, r.stderr
-    return [line for line in r.stdout.splitlines() if not line.startswith("#")]
-
-
-def gcloud(*words):
-    return shlex.join(["gcloud", "compute", "tpus", *words])
-
-
-def ssh(workers, command, *extra):
-    return gcloud("tpu-vm", "ssh", NAME, f"--zone={ZONE}", f"--project={PROJECT}",
-                  f"--worker={workers}", f"--command={command}", *extra)
-
-
-def describe(fmt, kind="tpu-vm"):
-    return gcloud(kind, "describe", NAME, f"--zone={ZONE}", f"--project={PROJECT}",
-                  f"--format={fmt}")
-
-
-def bootstrap(commit, repo=REPO, tail="bash launch/worker.sh setup --python=python3.11"):
-    r = shlex.quote(repo)
-    return (f"set -euo pipefail; test -d basque_vlm/.git || git clone --quiet {r} basque_vlm; "
-            f"cd basque_vlm; git remote set-url origin {r}; git fetch --quiet --tags origin; "
-            f"git rev-parse -q --verify {commit}^{{commit}} >/dev/null || "
-            f"git fetch --quiet origin {commit}; git checkout --quiet --force --detach {commit}; "
-            + tail)
-
-
-def worker(*words):
-    return "cd basque_vlm && bash launch/worker.sh " + shlex.join(words)
-
-
-def status(run_name):
-    return worker("status", f"--run_name={run_name}") + " || echo BVLM_STATUS state=nocode"
 
 
 # ---------------------------------------------------------------------------------- create
@@ -125,16 +58,39 @@ def test_create_reserved_and_runtime_override():
                "--internal-ips")]
 
 
-def test_create_queued_waits_for_active():
+def test_create_queued_waits_for_active_and_no_longer_than_a_day_in_the_queue():
     assert dry("create.sh", *TARGET, "--accelerator=v6e-16", "--spot", "--queued") == [
         gcloud("queued-resources", "create", NAME, f"--node-id={NAME}", f"--zone={ZONE}",
                f"--project={PROJECT}", "--accelerator-type=v6e-16",
-               "--runtime-version=v2-alpha-tpuv6e", "--spot"),
+               "--runtime-version=v2-alpha-tpuv6e", "--spot", "--valid-until-duration=24h"),
         describe("value(state.state)", "queued-resources")]
-    assert dry("create.sh", *TARGET, "--accelerator=v6e-16", "--queued", "--nowait") == [
+    assert dry("create.sh", *TARGET, "--accelerator=v6e-16", "--queued", "--nowait",
+               "--queue_deadline=none") == [
         gcloud("queued-resources", "create", NAME, f"--node-id={NAME}", f"--zone={ZONE}",
                f"--project={PROJECT}", "--accelerator-type=v6e-16",
                "--runtime-version=v2-alpha-tpuv6e")]
+    # the user's own deadline is the one
+    assert dry("create.sh", *TARGET, "--accelerator=v6e-16", "--queued", "--nowait",
+               "--gcloud_flag=--valid-until-time=2027-01-01T00:00:00Z") == [
+        gcloud("queued-resources", "create", NAME, f"--node-id={NAME}", f"--zone={ZONE}",
+               f"--project={PROJECT}", "--accelerator-type=v6e-16",
+               "--runtime-version=v2-alpha-tpuv6e", "--valid-until-time=2027-01-01T00:00:00Z")]
+
+
+def test_create_bounded_run_through_gcloud_alpha_and_a_startup_script(tmp_path):
+    script = tmp_path / "startup.sh"
+    script.write_text("#!/bin/bash\n")
+    assert dry("create.sh", *TARGET, "--accelerator=v5p-8", "--spot", "--queued", "--nowait",
+               "--max_run_duration=2d", "--queue_deadline=6h", f"--startup_script={script}") == [
+        shlex.join(["gcloud", "alpha", "compute", "tpus", "queued-resources", "create", NAME,
+                    f"--node-id={NAME}", f"--zone={ZONE}", f"--project={PROJECT}",
+                    "--accelerator-type=v5p-8", "--runtime-version=v2-alpha-tpuv5", "--spot",
+                    f"--metadata-from-file=startup-script={script}", "--max-run-duration=2d",
+                    "--valid-until-duration=6h"])]
+    assert dry("create.sh", *TARGET, "--accelerator=v5p-8", f"--startup_script={script}") == [
+        gcloud("tpu-vm", "create", NAME, f"--zone={ZONE}", f"--project={PROJECT}",
+               "--accelerator-type=v5p-8", "--version=v2-alpha-tpuv5",
+               f"--metadata-from-file=startup-script={script}")]
 
 
 def test_environment_defaults():
@@ -150,10 +106,12 @@ def test_setup_every_worker_at_the_commit():
     assert dry("setup.sh", *TARGET, f"--repo={REPO}", f"--commit={COMMIT}") == [
         ssh("all", bootstrap(COMMIT))]
     data = ["--data=gs://my-bucket/basque_vlm", "--data=gs://my-bucket/eval=/data/eval"]
-    tail = ("bash launch/worker.sh setup --python=python3.11 --data=gs://my-bucket/basque_vlm "
-            "--data=gs://my-bucket/eval=/data/eval --data_mode=gcsfuse")
+    tail = ("bash launch/worker.sh setup --python=python3.11 --wheelhouse=gs://my-bucket/wheels "
+            "--data=gs://my-bucket/basque_vlm --data=gs://my-bucket/eval=/data/eval "
+            "--data_mode=gcsfuse")
     assert dry("setup.sh", *TARGET, f"--repo={REPO}", f"--commit={COMMIT}", *data,
-               "--data_mode=gcsfuse") == [ssh("all", bootstrap(COMMIT, tail=tail))]
+               "--data_mode=gcsfuse", "--wheelhouse=gs://my-bucket/wheels") == [
+        ssh("all", bootstrap(COMMIT, tail=tail))]
 
 
 def test_setup_resolves_the_commit_here():
@@ -166,37 +124,21 @@ def test_setup_resolves_the_commit_here():
 @pytest.fixture(scope="module")
 def worker_home(tmp_path_factory):
     """A worker's login directory after the setup command's git bootstrap, run for real against
-    this repository (--code_only: no pip). launch/ and .venv come from this checkout (launch/
-    may not be committed yet; .venv is ignored by git)."""
+    a clone of this repository whose last commit holds this checkout's launch/ (--code_only: no
+    pip); its .venv is this test's Python."""
+    repo, head = repo_with_this_launch(tmp_path_factory.mktemp("repo") / "basque_vlm")
     home = tmp_path_factory.mktemp("worker_home")
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-    (line,) = dry("setup.sh", *TARGET, f"--repo={ROOT}", f"--commit={head}", "--code_only")
+    (line,) = dry("setup.sh", *TARGET, f"--repo={repo}", f"--commit={head}", "--code_only")
     command = shlex.split(line)[-1].removeprefix("--command=")
-    assert command == bootstrap(head, repo=str(ROOT),
+    assert command == bootstrap(head, repo=str(repo),
                                 tail="echo BVLM_CODE commit=$(git rev-parse HEAD)")
     for _ in range(2):  # the first time clones, the second fetches: both land on the commit
         r = subprocess.run(["bash", "-c", command], cwd=home, capture_output=True, text=True,
                            env=clean_env(HOME=str(home)), timeout=60)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == f"BVLM_CODE commit={head}"
-    checkout = home / "basque_vlm"
-    (checkout / "launch").mkdir(exist_ok=True)
-    for script in LAUNCH.glob("*.sh"):
-        shutil.copy2(script, checkout / "launch" / script.name)
-    (checkout / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    (home / "basque_vlm" / ".venv").symlink_to(Path(sys.executable).parent.parent)
     return home, head
-
-
-def on_worker(home, command, worker_id=0):
-    """Runs a --command string as gcloud's ssh would: bash, in the login directory."""
-    return subprocess.run(["bash", "-c", command], cwd=home, capture_output=True, text=True,
-                          timeout=60, env=clean_env(HOME=str(home),
-                                                    BVLM_WORKER_ID=str(worker_id)))
-
-
-def remote_command(line):
-    return next(w for w in shlex.split(line) if w.startswith("--command="))[len("--command="):]
 
 
 def test_run_on_all_workers_with_a_log_per_worker(worker_home, tmp_path):
@@ -206,7 +148,7 @@ def test_run_on_all_workers_with_a_log_per_worker(worker_home, tmp_path):
            "two words", "it's \"quoted\" $HOME"]
     (line,) = dry("run.sh", *TARGET, "--run_name=demo", "--env=GREETING=kaixo mundua", "--", *cmd)
     assert line == ssh("all", worker("start", "--run_name=demo", "--env=GREETING=kaixo mundua",
-                                     "--", *cmd))
+                                     *delete_self(), "--", *cmd))
     command = remote_command(line)
     try:
         for w in (0, 1):  # two workers sharing a disk here: still one log and pid per worker
@@ -248,14 +190,17 @@ def test_run_on_all_workers_with_a_log_per_worker(worker_home, tmp_path):
             r = on_worker(home, remote_command(stop), w)
             assert r.stdout == f"BVLM_STOPPED worker={w} run=demo state=exited code=143\n"
         assert on_worker(home, remote_command(status_line), 0).stdout == \
-            "BVLM_STATUS worker=0 run=demo state=exited code=143\n"
+            "BVLM_STATUS worker=0 run=demo state=exited code=143 stopped=1\n"
+        # stopped by a signal: the slice is not deleted
+        log = (home / "basque_vlm_runs" / "demo" / "worker-0.log").read_text()
+        assert "stopped by a signal: nothing more is done" in log and "delete" not in log
     finally:
         for w in (0, 1):
             on_worker(home, worker("stop", "--run_name=demo", "--timeout=5"), w)
 
 
 def test_run_wait_polls_the_status(state_dir):
-    assert dry("run.sh", *TARGET, "--wait", "--", "true", state_dir=state_dir) == [
+    assert dry("run.sh", *TARGET, "--wait", "--keep", "--", "true", state_dir=state_dir) == [
         ssh("all", worker("start", "--run_name=train", "--", "true")),
         describe("value(networkEndpoints[].ipAddress)"),
         ssh("all", status("train"),
@@ -298,7 +243,7 @@ def test_preflight_verdict(worker_home, tmp_path):
     changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                              cwd=home / "basque_vlm", capture_output=True, text=True, check=True)
     assert real["commit"] == head and real["worker"] == "0"
-    assert real["dirty"] == str(len(changed.stdout.splitlines()))  # 0 once launch/ is committed
+    assert real["dirty"] == "0" == str(len(changed.stdout.splitlines()))
     assert re.fullmatch(r"[0-9a-f]{16}", real["packages"])
     assert f"jax=={real['jax']}\n" in lock and f"jaxlib=={real['jaxlib']}\n" in lock
     assert real["runs"] == "-"  # the tpu holders depend on what else runs on this machine
@@ -344,6 +289,8 @@ def test_probe_sees_a_running_run(worker_home):
 
 RECOVER = [*TARGET, "--accelerator=v5p-16", "--spot", f"--repo={REPO}", f"--commit={COMMIT}",
            "--data=gs://my-bucket/basque_vlm", "--run_name=align"]
+LOGS = f"{WORKDIR}/logs/align"
+START = worker("start", "--run_name=align", f"--logs_to={LOGS}", *delete_self(), "--", *TRAIN)
 
 
 def test_recover_preempted_spot_slice(state_dir):
@@ -351,27 +298,30 @@ def test_recover_preempted_spot_slice(state_dir):
                           "--data=gs://my-bucket/basque_vlm --data_mode=copy")
     assert dry("recover.sh", *RECOVER, "--", *TRAIN, state_dir=state_dir) == [
         describe("value(state)"),
+        f"gcloud storage cat {LOGS}/state",  # how the run ended, if it did: it did not
         gcloud("tpu-vm", "delete", NAME, f"--zone={ZONE}", f"--project={PROJECT}", "--quiet"),
         gcloud("tpu-vm", "create", NAME, f"--zone={ZONE}", f"--project={PROJECT}",
                "--accelerator-type=v5p-16", "--version=v2-alpha-tpuv5", "--spot"),
         ssh("all", setup_cmd),
         describe("value(networkEndpoints[].ipAddress)"),
-        ssh("all", worker("probe"), f"--output-directory={state_dir}/{NAME}/preflight"),
-        ssh("all", worker("start", "--run_name=align", "--", *TRAIN)),
+        ssh("all", worker("probe", "--data_dir=/data/basque_vlm", "--topology=v5p-16", "--",
+                          *TRAIN), f"--output-directory={state_dir}/{NAME}/preflight"),
+        ssh("all", START),
     ]
 
 
 def test_recover_queued_suspended():
     lines = dry("recover.sh", *RECOVER, "--queued", "--", *TRAIN)
-    assert lines[:4] == [
+    assert lines[:5] == [
         describe("value(state.state)", "queued-resources"),
+        f"gcloud storage cat {LOGS}/state",
         gcloud("queued-resources", "delete", NAME, f"--zone={ZONE}", f"--project={PROJECT}",
                "--force", "--quiet"),
         gcloud("queued-resources", "create", NAME, f"--node-id={NAME}", f"--zone={ZONE}",
                f"--project={PROJECT}", "--accelerator-type=v5p-16",
-               "--runtime-version=v2-alpha-tpuv5", "--spot"),
+               "--runtime-version=v2-alpha-tpuv5", "--spot", "--valid-until-duration=24h"),
         describe("value(state.state)", "queued-resources")]
-    assert lines[-1] == ssh("all", worker("start", "--run_name=align", "--", *TRAIN))
+    assert lines[-1] == ssh("all", START)
 
 
 def test_recover_ready_slice_only_looks(state_dir):
@@ -383,6 +333,18 @@ def test_recover_ready_slice_only_looks(state_dir):
             f"--output-directory={state_dir}/{NAME}/status")]
     assert dry("recover.sh", *RECOVER, "--assume_state=CREATING", "--", *TRAIN) == [
         describe("value(state)")]
+
+
+def test_recover_needs_to_know_how_the_run_ended():
+    """Without the run's logs folder, a slice that deleted itself at the end would be made
+    again: recover.sh refuses (unless --keep: then nothing deletes itself)."""
+    command = ["python", "-m", "basque_vlm.evaluate", "--checkpoint=gs://b/w", "--out=r.json"]
+    r = launch("recover.sh", "--dry_run", *RECOVER, "--", *command)
+    assert r.returncode == 2 and "--logs_to=gs://... is needed" in r.stderr
+    assert dry("recover.sh", *RECOVER, "--keep", "--assume_state=CREATING", "--", *command) == [
+        describe("value(state)")]
+    assert "gcloud storage cat gs://b/logs/align/state" in dry(
+        "recover.sh", *RECOVER, "--logs_to=gs://b/logs", "--", *command)
 
 
 def test_recover_checks_every_step_before_deleting():
@@ -418,6 +380,17 @@ def test_delete():
     ("create.sh", [*TARGET, "--accelerator"], "--accelerator needs a value"),
     ("create.sh", [*TARGET, "--accelerator=v5p-8", "--spot=maybe"], "--spot takes no value"),
     ("create.sh", [*TARGET, "v5p-8"], "unexpected argument 'v5p-8'"),
+    ("create.sh", [*TARGET, "--accelerator=v5p-8", "--max_run_duration=2d"],
+     "--max_run_duration needs --queued"),
+    ("create.sh", [*TARGET, "--accelerator=v5p-8", "--queued", "--queue_deadline=soon"],
+     "--queue_deadline must be a duration"),
+    ("setup.sh", [*TARGET, "--repo=https://user:ghp_secret@github.com/o/r.git",
+                  f"--commit={COMMIT}"], "--repo has credentials in it"),
+    ("setup.sh", [*TARGET, "--repo=https://ghp_secret@github.com/o/r.git",
+                  f"--commit={COMMIT}"], "--git_token_file=FILE"),
+    ("submit.sh", [*TARGET, "--accelerator=v5p-8", f"--repo={REPO}", f"--commit={COMMIT}",
+                   "--", "python", "-m", "basque_vlm.evaluate"], "--logs_to=gs://... is needed"),
+    ("run.sh", [*TARGET, "--grace=soon", "--", "true"], "--grace must be a number"),
     ("setup.sh", [*TARGET, f"--repo={REPO}", "--commit=not-a-ref"],
      "cannot resolve --commit=not-a-ref"),
     ("setup.sh", [*TARGET, f"--repo={REPO}", f"--commit={COMMIT}", "--data_mode=nfs"],
@@ -456,8 +429,9 @@ def test_worker_bad_arguments():
 
 
 def test_help():
+    assert LIBRARIES == {"common.sh", "worker_setup.sh"}
     for script in SCRIPTS:
-        if script == "common.sh":
+        if script in LIBRARIES:
             continue
         r = launch(script, "--help")
         assert r.returncode == 0 and r.stdout.strip() and not r.stdout.startswith("#"), script
@@ -472,7 +446,8 @@ def test_shellcheck_every_script():
     r = subprocess.run([shellcheck, "-x", *SCRIPTS], cwd=LAUNCH, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert {"common.sh", "create.sh", "setup.sh", "preflight.sh", "run.sh", "logs.sh",
-            "stop.sh", "recover.sh", "delete.sh", "worker.sh"} <= set(SCRIPTS)
+            "stop.sh", "recover.sh", "delete.sh", "worker.sh", "worker_setup.sh", "submit.sh",
+            "startup.sh"} <= set(SCRIPTS)
 
 
 @pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud is not installed")
@@ -481,11 +456,19 @@ def test_gcloud_parses_every_command(tmp_path):
     no GCE metadata credentials and the TPU/Compute APIs pointed at a closed port, it stops at
     "no active account", after parsing and before doing anything."""
     state = tmp_path / "state"
+    token = tmp_path / "token"
+    token.write_text("not-a-token\n")
     commands = set()
     for script, args in [
         ("create.sh", [*TARGET, "--accelerator=v5e-16", "--spot"]),
         ("create.sh", [*TARGET, "--accelerator=v6e-8", "--reserved", "--queued",
                        "--gcloud_flag=--valid-until-duration=12h"]),
+        ("create.sh", [*TARGET, "--accelerator=v6e-8", "--queued", "--max_run_duration=1d",
+                       "--gcloud_flag=--provisioning-model=flex-start"]),
+        ("submit.sh", [*TARGET, "--accelerator=v5p-8", f"--repo={REPO}", f"--commit={COMMIT}",
+                       "--", *TRAIN]),
+        ("setup.sh", [*TARGET, f"--repo={REPO}", f"--commit={COMMIT}",
+                      f"--git_token_file={token}"]),
         ("recover.sh", [*RECOVER, "--", *TRAIN]),
         ("recover.sh", [*RECOVER, "--queued", "--assume_state=READY", "--", *TRAIN]),
         ("logs.sh", [*TARGET, "--follow", "--worker=0"]),
@@ -508,7 +491,9 @@ def test_gcloud_parses_every_command(tmp_path):
                            timeout=60)
         return line, r.returncode, r.stderr
 
-    assert len(commands) == 8  # create, describe, delete (VM, queued), ssh (+ output dir)
+    # create (VM; VM with a startup script; queued, with and without a tier; queued in gcloud
+    # alpha), describe, delete (VM, queued), ssh (+ output dir), scp, storage cat
+    assert len(commands) == 12
     with ThreadPoolExecutor(4) as pool:
         for line, code, err in pool.map(check, sorted(commands)):
             assert code != 0 and "You do not currently have an active account" in err, \

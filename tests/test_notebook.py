@@ -1,5 +1,7 @@
-"""The Colab inference demo (``notebooks/inference_demo.ipynb``) executed with nbclient on a tiny
-random checkpoint, and the library calls behind it (``basque_vlm.infer.assistant``, ``.hub``).
+"""The Colab inference demo (``notebooks/inference_demo.ipynb``) executed with nbclient: on a tiny
+random checkpoint, on the demo model it trains itself (its default), and on Python 3.13 (today's
+Colab) in a fresh venv where its install cell installs the project; and the library calls behind
+it (``basque_vlm.infer.assistant``, ``.hub``).
 
 nbclient, nbformat and ipykernel are test requirements: imported plainly, so that a missing one
 fails the tests instead of skipping them.
@@ -7,7 +9,10 @@ fails the tests instead of skipping them.
 
 import ast
 import json
+import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import jax
@@ -27,7 +32,8 @@ from basque_vlm.infer.assistant import Assistant
 from basque_vlm.store import checkpoint
 from basque_vlm.testing import checkpoints, tiny_models
 
-NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "inference_demo.ipynb"
+ROOT = Path(__file__).parents[1]
+NOTEBOOK = ROOT / "notebooks" / "inference_demo.ipynb"
 NEW = 8
 QUESTIONS = ["Zer kolore du zirkuluak?", "What colour is the circle?"]
 FOLLOW_UP = "Eta zer forma du objektu urdinak?"
@@ -81,24 +87,41 @@ def test_committed_notebook_is_clean():
     assert len(set(ids)) == len(ids) and None not in ids
 
 
-def test_notebook_runs_on_a_tiny_checkpoint(tiny, tmp_path):
+def on_tiny(tiny, tmp_path) -> nbformat.NotebookNode:
+    """The notebook set to ask the tiny checkpoint, with the test's own last cell: what the
+    notebook computed, for the checks."""
     nb = read_notebook()
     inject(nb, CHECKPOINT=str(tiny["ckpt"]), SKIP_DOWNLOAD=True, IMAGE=str(tiny["image"]),
            QUESTIONS=QUESTIONS, CHAT_TURNS=[QUESTIONS[0], FOLLOW_UP], MAX_NEW_TOKENS=NEW,
            CONVERTED_DIR=str(tmp_path / "converted"))
-    # The test's own last cell: what the notebook computed, for the checks below.
     nb.cells.append(new_code_cell(
         "import json\nprint(json.dumps({'answers': answers, 'turns': chat.turns, "
         "'messages': chat.messages, 'ckpt': str(ckpt)}))", id="test-probe"))
-    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=False,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return nb
 
+
+def execute(nb: nbformat.NotebookNode, folder: Path) -> None:
+    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=False,
+                   resources={"metadata": {"path": str(folder)}}).execute()
+
+
+def assert_no_errors(nb: nbformat.NotebookNode) -> None:
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
-    assert not errors
+    assert not errors, errors
+
+
+def test_notebook_runs_on_a_tiny_checkpoint(tiny, tmp_path):
+    nb = on_tiny(tiny, tmp_path)
+    execute(nb, tmp_path)
+
+    assert_no_errors(nb)
     assert "already installed" in stdout(cell(nb, "install"))
     assert f"backend: {jax.default_backend()}" in stdout(cell(nb, "install"))
     assert not (tmp_path / "converted").exists()  # a project checkpoint is used as it is
+    # the weights on every device (8 simulated CPU devices here), the model copied to each
+    assert f"mesh: {{'data': {jax.device_count()}, 'fsdp': 1, 'tensor': 1}}" in \
+        stdout(cell(nb, "load"))
     assert any("image/png" in o.get("data", {}) for o in cell(nb, "image").outputs)
     probe = json.loads(stdout(cell(nb, "test-probe")))
     assert probe["ckpt"] == str(tiny["ckpt"])
@@ -125,6 +148,91 @@ def test_notebook_runs_on_a_tiny_checkpoint(tiny, tmp_path):
     assert probe["messages"] == conversation + [
         {"role": "assistant", "content": [{"type": "text", "text": a2}]}]
     assert a2 == transformers_answer(tiny, conversation)
+
+
+def test_the_default_trains_the_demo_model_then_reuses_it(demo_root, tmp_path):
+    """`CHECKPOINT = "demo"`, the default, downloads nothing: it trains the demo model into
+    DEMO_WORKDIR (a few steps here), and a second run uses what is there."""
+    workdir = tmp_path / "workdir" / "demo"
+    params = dict(DEMO_WORKDIR=str(workdir), DEMO_STEPS=2, QUESTIONS=QUESTIONS[:1],
+                  CHAT_TURNS=[FOLLOW_UP], MAX_NEW_TOKENS=3)
+    nb = read_notebook()
+    assert 'CHECKPOINT = "demo"' in nb.cells[1].source
+    inject(nb, **params)
+    execute(nb, tmp_path)
+    assert_no_errors(nb)
+    assert "training the demo model for 2 steps" in stdout(cell(nb, "download"))
+    assert checkpoint.workdir_steps(workdir) == [2]
+    assert f"Q: {QUESTIONS[0]}\nA: " in stdout(cell(nb, "questions"))
+
+    nb = read_notebook()
+    inject(nb, **params)
+    execute(nb, tmp_path)
+    assert_no_errors(nb)
+    assert stdout(cell(nb, "download")) == f"source: {workdir}\n"  # not trained again
+
+
+def python_313() -> Path:
+    found = sorted(Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")).glob(
+        "versions/3.13*/bin/python3.13"))
+    if not found:
+        pytest.skip("no Python 3.13 (pyenv install 3.13)")
+    return found[-1]
+
+
+# Runs in the Python 3.13 venv: executes the notebook (argv 1) in a kernel of that venv, in the
+# folder argv 3, and writes it with its outputs to argv 2.
+DRIVER = """
+import sys
+import nbformat
+from nbclient import NotebookClient
+
+nb = nbformat.read(sys.argv[1], as_version=4)
+try:
+    NotebookClient(nb, timeout=1800, kernel_name="python3", allow_errors=False,
+                   resources={"metadata": {"path": sys.argv[3]}}).execute()
+finally:
+    nbformat.write(nb, sys.argv[2])
+"""
+
+
+@pytest.mark.slow
+def test_notebook_on_python_3_13_installs_what_it_needs(tiny, tmp_path):
+    """Today's Colab runs Python 3.13: in a fresh 3.13 venv holding only the notebook runner, the
+    install cell installs the project from this checkout with the pinned versions (no torch),
+    and the notebook gives the answers it gives on 3.11. 1.5 minutes here with pip's cache warm,
+    3 the first time: most of it pip installing the runtime requirements."""
+    venv = tmp_path / "venv313"
+    subprocess.run([str(python_313()), "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    runner = ["nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"]
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *runner], check=True)
+
+    nb = on_tiny(tiny, tmp_path)
+    inject(nb, INSTALL_FROM=str(ROOT), JAX_EXTRA="")
+    (tmp_path / "in.ipynb").write_text(nbformat.writes(nb))
+    (tmp_path / "driver.py").write_text(DRIVER)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
+    started = time.perf_counter()
+    r = subprocess.run([str(python), str(tmp_path / "driver.py"), str(tmp_path / "in.ipynb"),
+                        str(tmp_path / "out.ipynb"), str(tmp_path)], capture_output=True,
+                       text=True, env=env, timeout=1800)
+    print(f"notebook on 3.13, install included: {time.perf_counter() - started:.0f} s")
+    out = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert r.returncode == 0, r.stderr[-3000:] + json.dumps(
+        [o for c in out.cells for o in c.get("outputs", []) if o.output_type == "error"])[:3000]
+    assert_no_errors(out)
+    installed = stdout(cell(out, "install"))
+    assert installed.startswith("Python 3.13.") and "already installed" not in installed
+    freeze = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True,
+                            check=True).stdout.lower()
+    assert "jax==0.10.2" in freeze and "jaxlib==0.10.2" in freeze and "torch" not in freeze
+    probe = json.loads(stdout(cell(out, "test-probe")))
+    for question in QUESTIONS:
+        expected = generate.run(str(tiny["ckpt"]), question, str(tiny["image"]), NEW, 0.0, 1.0,
+                                0)
+        assert probe["answers"][question] == expected["text"]
 
 
 def transformers_answer(tiny, conversation: list[dict]) -> str:

@@ -170,8 +170,13 @@ def _restore(path: epath.Path, target: Any | None, dtype: Any = None) -> dict[st
         target = jax.tree.map(
             lambda t, stored: t if isinstance(t, jax.ShapeDtypeStruct) else jax.ShapeDtypeStruct(
                 stored.shape, dtype or stored.dtype, sharding=t), target, leaves)
-        with ocp.StandardCheckpointer() as ckptr:
-            return ckptr.restore(path, target)
+        # Orbax reads up to 96 GB at once by default: the whole model would pass through host
+        # memory. Bounded by the largest stored tensor, about one is in flight at a time.
+        largest = max(math.prod(t.shape) * np.dtype(t.dtype).itemsize
+                      for t in jax.tree.leaves(leaves))
+        handler = ocp.StandardCheckpointHandler(restore_concurrent_gb=(largest + 2 ** 20) / 1e9)
+        with ocp.Checkpointer(handler) as ckptr:
+            return ckptr.restore(path, args=ocp.args.StandardRestore(target))
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), leaves)
     with ocp.PyTreeCheckpointer() as ckptr:
         return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))

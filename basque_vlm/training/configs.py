@@ -33,17 +33,22 @@ TRAIN_DEFAULTS = dict(log_every=10, checkpoint_every=500, keep_checkpoints=3, mi
                       seed=0)
 
 
-def train(*, num_steps: int, **settings: int) -> ml_collections.ConfigDict:
+def train(*, num_steps: int, checkpoint_every_minutes: float | None = None,
+          **settings: int) -> ml_collections.ConfigDict:
     """``num_steps`` optimizer steps; a checkpoint every ``checkpoint_every`` steps and at the
     end, the newest ``keep_checkpoints`` kept; the rest of ``TRAIN_DEFAULTS`` as given.
-    ``peak_flops_per_device`` (FLOP/s) sets the MFU's denominator where the device table has
-    none (CPU)."""
+    ``checkpoint_every_minutes`` (None: off) also saves once that much wall time has passed
+    since the last save, so that a preemption without warning loses at most that much (e.g. 30
+    on Spot). ``peak_flops_per_device`` (FLOP/s) sets the MFU's denominator where the device
+    table has none (CPU)."""
     unknown = set(settings) - set(TRAIN_DEFAULTS)
     if unknown:
         raise TypeError(f"train() got unknown settings {sorted(unknown)}")
+    minutes = placeholder(float) if checkpoint_every_minutes is None else \
+        float(checkpoint_every_minutes)
     return ml_collections.ConfigDict(dict(
         num_steps=num_steps, **{**TRAIN_DEFAULTS, **settings},
-        peak_flops_per_device=placeholder(float)))
+        checkpoint_every_minutes=minutes, peak_flops_per_device=placeholder(float)))
 
 
 def train_setting(config: Any, key: str) -> int:

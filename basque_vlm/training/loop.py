@@ -6,7 +6,9 @@ A run starts from the workdir's latest checkpoint when it has one; otherwise fro
 ``init_checkpoint`` (a converted checkpoint for ``align``, the ``align`` workdir for ``instruct``)
 or, without one, from a model initialised from ``model`` (the demo). It stops after
 ``train.num_steps`` optimizer steps, on SIGTERM (after the current step, with a checkpoint), or
-when the data runs out on any process; a non-finite loss or gradient stops it with
+when the data runs out on any process. It saves every ``train.checkpoint_every`` steps and, with
+``train.checkpoint_every_minutes``, also once that much wall time has passed since the last save
+(on every process at the same step). A non-finite loss or gradient stops it with
 `guards.NonFiniteError` and nothing saved. Process 0 logs ``metrics.jsonl`` and TensorBoard
 scalars (`metrics`); ``config.eval`` evaluates the parameters in memory on a schedule
 (`evaluation`). The workdir may be local or remote (``gs://...``, `basque_vlm.paths`).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,9 +72,10 @@ class Layout:
         return jax.tree.map(lambda t: t.sharding, tree)
 
 
-def train(config: Any, workdir: str | Path, *, data: Data | None = None) -> Result:
+def train(config: Any, workdir: str | Path, *, data: Data | None = None,
+          clock: Callable[[], float] = time.monotonic) -> Result:
     """Runs (or resumes) the experiment ``config`` in ``workdir``. ``data`` replaces the
-    configured pipeline (tests)."""
+    configured pipeline, ``clock`` (seconds) the wall clock of the time-based saves (tests)."""
     workdir = paths.path(workdir)  # local (made absolute) or gs://...: never gs:/ on local disk
     plan = plan_step(config)
     layout, num_steps = plan.layout, int(config.train.num_steps)
@@ -95,7 +99,7 @@ def train(config: Any, workdir: str | Path, *, data: Data | None = None) -> Resu
             data.set_state(meta["data"])
             start = int(meta["step"])
         runner = _Runner(config, plan.cfg, plan.parts, layout, ckpts, data, workdir, start,
-                         num_steps, evaluator)
+                         num_steps, evaluator, clock)
         with sharding.use_mesh(layout.mesh), preemption.Watch() as watch, \
                 contextlib.closing(runner.writer):
             return runner.run(plan.step_fn, state, frozen, watch)
@@ -220,11 +224,16 @@ class _Runner:
 
     def __init__(self, config: Any, cfg: VLMConfig, parts: list[str], layout: Layout,
                  ckpts: Checkpoints, data: Data, workdir: Path, start: int,
-                 num_steps: int, evaluator: evaluation.Evaluator | None = None):
+                 num_steps: int, evaluator: evaluation.Evaluator | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.config, self.cfg, self.parts, self.layout = config, cfg, parts, layout
         self.ckpts, self.data, self.start, self.num_steps = ckpts, data, start, num_steps
         self.log_every = int(config.train.log_every)
         self.checkpoint_every = int(config.train.checkpoint_every)
+        minutes = config.train.get("checkpoint_every_minutes")
+        self.save_seconds = None if minutes is None else 60.0 * float(minutes)
+        self.clock = clock
+        self.saved_at = clock()
         self.images_per_row = pipeline.images_per_row(config.data)
         self.seed = configs.train_setting(config, "seed")
         peak = config.train.get("peak_flops_per_device") or metrics.peak_flops(
@@ -245,7 +254,8 @@ class _Runner:
             data_state = self.data.get_state()
             with self.interval.waiting():
                 batch = next(self.data, None)
-            stop, exhausted = preemption.agree((watch.requested, batch is None))
+            stop, exhausted, timely = preemption.agree(
+                (watch.requested, batch is None, self._save_is_due()))
             if stop or exhausted:
                 stopped = "preempted" if stop else "data_exhausted"
                 break
@@ -257,7 +267,7 @@ class _Runner:
             if pending is not None:
                 self._report(*pending)
             pending = (step, step_metrics, flops)
-            if step % self.checkpoint_every == 0 or step == self.num_steps:
+            if step % self.checkpoint_every == 0 or step == self.num_steps or timely:
                 self._report(*pending)
                 pending = None
                 self._save(step, state, self.data.get_state())
@@ -282,6 +292,12 @@ class _Runner:
             logging.warning("the data ran out at step %d of %d; saved step %d", step,
                             self.num_steps, step)
         return Result(step, stopped, self.last)
+
+    def _save_is_due(self) -> bool:
+        """This process's view: ``train.checkpoint_every_minutes`` have passed since the last
+        save (the processes then agree, so that all of them save at the same step)."""
+        return self.save_seconds is not None and \
+            self.clock() - self.saved_at >= self.save_seconds
 
     def _evaluate(self, step: int, state: TrainState, frozen: Params) -> None:
         """The scheduled evaluation (every process takes part; process 0 logs)."""
@@ -318,3 +334,4 @@ class _Runner:
             "data": dict(data_state),
             "rng": np.asarray(jax.random.key_data(rng)).tolist(),
             "config": self.config.to_dict() if hasattr(self.config, "to_dict") else {}})
+        self.saved_at = self.clock()

@@ -27,7 +27,7 @@ from absl import app, flags
 HERE = Path(__file__).resolve().parent
 flags.DEFINE_bool("quick", False, "smallest shapes, one repetition: a smoke run")
 flags.DEFINE_list("only", None, "benchmarks to run (default: all): train, decode, data, "
-                  "convert, inflight, eval")
+                  "convert, inflight, eval, translate")
 flags.DEFINE_string("json", None, "write everything (the table and each benchmark's JSON) here")
 flags.DEFINE_integer("timeout_s", 3600, "per benchmark")
 FLAGS = flags.FLAGS
@@ -49,6 +49,8 @@ BENCHMARKS = {
                  ["inflight_batching.py", "--prompts=8", "--slots=4", "--longest=32",
                   "--reps=1"]),
     "eval": (["eval_throughput.py"], ["eval_throughput.py", "--samples=8", "--reps=1"]),
+    "translate": (["translate_throughput.py"],
+                  ["translate_throughput.py", "--strings=8", "--reps=1"]),
 }
 GROUPS = {"decode": ("decode", "decode_demo")}
 
@@ -105,6 +107,9 @@ def rows(name: str, r: dict[str, Any]) -> list[tuple[str, float | None, float | 
         out.append((f"evaluate samples/s, batch {r['batch']} (reference: transformers "
                     "generate)", r["ours_inflight_samples_s"], r["transformers_samples_s"],
                     ">= 2x", ""))
+    elif name == "translate":
+        out.append((f"translate strings/s, batch {r['batch']} (reference: transformers "
+                    "generate)", r["ours_strings_s"], r["transformers_strings_s"], ">= 2x", ""))
     elif name == "convert":
         out.append(("convert peak RSS / checkpoint size", r["ratio"], None, "<= 1.3", "x"))
         out.append(("convert s per GB", r["seconds"] / (r["checkpoint_bytes"] / 1e9), None, "",

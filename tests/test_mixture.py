@@ -1,5 +1,6 @@
 """The mixture: exact low-discrepancy shares, per-leaf epochs, and clear config errors."""
 
+import json
 from fractions import Fraction
 
 import numpy as np
@@ -134,4 +135,22 @@ def test_empty_source(demo_root, tmp_path):
     data.sources.demo_vqa_eu.path = str(tmp_path / "empty")
     with pytest.raises(ValueError, match=r"data\.sources\.demo_vqa_eu\.path: .*empty: the "
                                          r"dataset is empty"):
+        mixture.plan(data)
+
+
+def test_another_target_language(demo_root, tmp_path):
+    """``data.target_lang=gl``: ``data.basque_ratio`` is the Galician share; a Basque source is
+    then refused."""
+    raw = demo_root / "raw"
+    records = json.loads((raw / "train_eu.json").read_text())[:50]
+    (tmp_path / "gl.json").write_text(json.dumps([{**r, "lang": "gl"} for r in records]))
+    sources.prepare(tmp_path / "gl.json", raw / "images", tmp_path / "train_gl", "gl")
+    data = demo_config(demo_root, basque_ratio=0.25, caption_ratio=0.0, target_lang="gl").data
+    data.sources = {"gl": {"path": str(tmp_path / "train_gl"), "kind": "multimodal"},
+                    "en": {"path": "datasets/train_en", "kind": "multimodal"}}
+    plan = mixture.plan(data)
+    assert sorted(leaf.lang for leaf in plan.leaves) == ["en", "gl"]
+    data.sources["eu"] = {"path": "datasets/train_eu", "kind": "multimodal"}
+    with pytest.raises(ValueError, match=r"data\.sources\.eu: lang 'eu'; the multimodal "
+                                         r"mixture takes \('gl', 'en'\)"):
         mixture.plan(data)

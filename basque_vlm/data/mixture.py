@@ -8,6 +8,9 @@ metadata) are grouped into leaves, weighted by the config:
 - ``multimodal``: instructions with images: the rest, split by ``data.basque_ratio``,
   Basque (``eu``) and English (``en``).
 
+``data.basque_ratio`` is the share of the target language, ``data.target_lang`` (default ``eu``):
+another low-resource language trains with ``--config.data.target_lang=gl`` on its own datasets.
+
 Position ``k`` of the stream maps to ``(leaf, rank)`` by an exact low-discrepancy interleave
 (nested Bresenham with rational weights): among any ``n`` consecutive positions a node's child of
 share ``w`` gets ``floor(n w)`` or ``ceil(n w)`` of them. So the Basque share of any 2,000
@@ -34,7 +37,7 @@ from basque_vlm.data.sources import ConversationSource, SourceInfo, source_info
 from basque_vlm.runtime import paths
 
 KINDS = ("multimodal", "text_only", "caption")
-LANGS = ("eu", "en")
+TARGET_LANG = "eu"  # data.target_lang's default: the language data.basque_ratio is the share of
 RATIOS = ("basque_ratio", "text_only_ratio", "caption_ratio")
 
 # A tree of weighted children; a leaf is an index into the list of leaves.
@@ -72,7 +75,8 @@ def plan(data: Mapping[str, Any]) -> Plan:
     if ratios["text_only_ratio"] + ratios["caption_ratio"] > 1:
         raise ValueError("data.text_only_ratio + data.caption_ratio must be at most 1, got "
                          f"{ratios['text_only_ratio']} + {ratios['caption_ratio']}")
-    infos = _source_infos(data)
+    target = str(data.get("target_lang", TARGET_LANG))
+    infos = _source_infos(data, (target, "en"))
     basque = ratios["basque_ratio"]
     shares = {"text_only": ratios["text_only_ratio"], "caption": ratios["caption_ratio"]}
     shares["multimodal"] = 1 - shares["text_only"] - shares["caption"]
@@ -86,7 +90,7 @@ def plan(data: Mapping[str, Any]) -> Plan:
             top.append((shares[kind], _leaf(leaves, Leaf(kind, None, _need(of_kind, kind)))))
             continue
         children = []
-        for lang, weight in (("eu", basque), ("en", 1 - basque)):
+        for lang, weight in ((target, basque), ("en", 1 - basque)):
             if weight:
                 of_lang = [(i, k) for i, k in of_kind if i.lang == lang]
                 children.append((weight, _leaf(leaves, Leaf(kind, lang,
@@ -176,7 +180,8 @@ def _ratio(data: Mapping[str, Any], key: str) -> Fraction:
     return Fraction(value).limit_denominator(1_000_000)
 
 
-def _source_infos(data: Mapping[str, Any]) -> list[tuple[SourceInfo, str]]:
+def _source_infos(data: Mapping[str, Any], langs: tuple[str, str]
+                  ) -> list[tuple[SourceInfo, str]]:
     configured = data.get("sources") or {}
     if not configured:
         raise ValueError("data.sources is empty: configure at least one prepared dataset")
@@ -193,8 +198,9 @@ def _source_infos(data: Mapping[str, Any]) -> list[tuple[SourceInfo, str]]:
             info = source_info(path, name)
         except ValueError as e:
             raise ValueError(f"{key}.path: {e}") from e
-        if kind != "text_only" and info.lang not in LANGS:
-            raise ValueError(f"{key}: lang {info.lang!r}; the {kind} mixture takes {LANGS}")
+        if kind != "text_only" and info.lang not in langs:
+            raise ValueError(f"{key}: lang {info.lang!r}; the {kind} mixture takes {langs} "
+                             "(data.target_lang and English)")
         infos.append((info, kind))
     return infos
 

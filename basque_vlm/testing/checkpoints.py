@@ -27,3 +27,10 @@ def assembled(llm_dir: Path, out: Path, vision_kind: str = "clip",
     processor.save_pretrained(out)
     return out
 
+
+def language_model(llm_dir: Path, out: Path) -> Path:
+    """A text-only checkpoint of ``llm_dir`` (as ``convert --llm_dir`` alone makes it)."""
+    cfg, params, tokenizer = importer.import_llm(llm_dir, None)
+    checkpoint.save(out, cfg, params)
+    tokenizer.save_pretrained(out)
+    return out

@@ -36,17 +36,12 @@ from basque_vlm.eval import judge, lm_eval_tasks, protocols, report, runner, sui
 from basque_vlm.eval.api_model import ApiGenerator
 from basque_vlm.infer import placement
 from basque_vlm.infer.engine import BATCHING
-from basque_vlm.runtime import cli, distributed, paths
-from basque_vlm.runtime.openai_api import ChatClient
+from basque_vlm.runtime import cli, distributed, paths, server_flags
 from basque_vlm.store import checkpoint
 
 flags.DEFINE_string("checkpoint", None, "Project checkpoint or training workdir (latest step); "
                     "local or gs://.")
-flags.DEFINE_string("endpoint", None, "Instead of --checkpoint: an OpenAI-compatible server's "
-                    "API base (e.g. http://host:8000/v1) serving the model under test.")
-flags.DEFINE_string("model_name", None, "The model's name on --endpoint.")
-flags.DEFINE_string("api_key_env", "OPENAI_API_KEY", "Environment variable holding "
-                    "--endpoint's API key (unset: no key, as a local server needs).")
+server_flags.define(instead_of="--checkpoint")
 flags.DEFINE_string("tasks", None, "Comma-separated tasks (vqav2_eu, aokvqa_mc_en, ..., "
                     "demo_vqa_eu; README, 'Evaluation').")
 flags.DEFINE_string("out", None, "Results JSON; predictions and table are written beside it "
@@ -80,14 +75,6 @@ flags.DEFINE_enum("wildvision_protocol", protocols.DEFAULT, list(protocols.PROTO
                   "How wildvision_* are answered and judged: lmms = as lmms-eval (4,096 new "
                   "tokens, judged once, comparable with published numbers); both_orders = the "
                   "task's 1,024 tokens, judged in both orders (README, 'WildVision').")
-flags.DEFINE_integer("max_concurrency", 8, "Requests in flight at once to each server "
-                     "(--endpoint, --judge_url).", lower_bound=1)
-flags.DEFINE_float("request_timeout", 300, "Seconds a server has to answer one request.",
-                   lower_bound=0.001)
-flags.DEFINE_integer("max_retries", 5, "Tries after the first for a request that timed out, "
-                     "could not connect, or got HTTP 408, 409, 429 or 5xx.", lower_bound=0)
-flags.DEFINE_float("retry_backoff", 1.0, "Seconds before the first retry; doubled after each "
-                   "(at most 60), with jitter.", lower_bound=0)
 flags.DEFINE_enum("batching", "inflight", list(BATCHING), "inflight: a row that ends takes the "
                   "next prompt while the others decode; static: batches run until their longest "
                   "answer ends.")
@@ -99,12 +86,6 @@ flags.DEFINE_bool("lm_eval_apply_chat_template", False, "Render the lm_eval: tas
                   "with the checkpoint's chat template (lm-eval's --apply_chat_template).")
 placement.define_flags()
 FLAGS = flags.FLAGS
-
-
-def chat_client(url: str, model: str, api_key_env: str) -> ChatClient:
-    return ChatClient(url, model, api_key_env=api_key_env, timeout=FLAGS.request_timeout,
-                      max_retries=FLAGS.max_retries, backoff=FLAGS.retry_backoff,
-                      max_concurrency=FLAGS.max_concurrency)
 
 
 def model_info() -> dict[str, str]:
@@ -122,7 +103,8 @@ def model_info() -> dict[str, str]:
 
 def make_model() -> runner.Answerer:
     if FLAGS.endpoint:
-        return ApiGenerator(chat_client(FLAGS.endpoint, FLAGS.model_name, FLAGS.api_key_env))
+        return ApiGenerator(server_flags.client(FLAGS.endpoint, FLAGS.model_name,
+                                                FLAGS.api_key_env))
     overrides = {k: v for k, v in (("scan_layers", FLAGS.scan_layers), ("dtype", FLAGS.dtype))
                  if v is not None}
     cfg = checkpoint.load_config(FLAGS.checkpoint, **overrides)
@@ -138,7 +120,7 @@ def make_judge() -> tuple[judge.Judge, str] | None:
     if FLAGS.judge_url:
         if not FLAGS.judge_model:
             raise ValueError("--judge_url needs --judge_model")
-        client = chat_client(FLAGS.judge_url, FLAGS.judge_model, FLAGS.judge_api_key_env)
+        client = server_flags.client(FLAGS.judge_url, FLAGS.judge_model, FLAGS.judge_api_key_env)
         return judge.HttpJudge(client), FLAGS.judge_model
     if FLAGS.judge_checkpoint:
         generator = runner.Generator(FLAGS.judge_checkpoint, FLAGS.batch_size,

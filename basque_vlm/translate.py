@@ -25,7 +25,7 @@ from absl import app, flags, logging
 
 from basque_vlm.datagen.translation_formats import KINDS
 from basque_vlm.infer import placement
-from basque_vlm.runtime import cli
+from basque_vlm.runtime import cli, server_flags
 
 flags.DEFINE_string("input", None, "A LLaVA JSON/JSONL file, a benchmark's parquet/JSONL/JSON "
                     "file, or a folder of them (a hub snapshot).")
@@ -45,11 +45,7 @@ flags.DEFINE_list("fields", [], "Fields to translate instead of the kind's (dott
 flags.DEFINE_string("split", None, "The split of a folder holding several (default: the "
                     "--source language's).")
 flags.DEFINE_string("model", None, "A project checkpoint that translates (greedy).")
-flags.DEFINE_string("endpoint", None, "Instead of --model: an OpenAI-compatible server's API "
-                    "base (http://host:8000/v1).")
-flags.DEFINE_string("model_name", None, "The model's name on --endpoint.")
-flags.DEFINE_string("api_key_env", "OPENAI_API_KEY", "Environment variable holding "
-                    "--endpoint's API key (unset: no key, as a local server needs).")
+server_flags.define(instead_of="--model")
 flags.DEFINE_string("prompt", None, "A file holding the user message template (placeholders "
                     "{text}, {source}, {target}, {source_code}, {target_code}).")
 flags.DEFINE_string("system", None, "A file holding the system message (same placeholders "
@@ -63,15 +59,6 @@ flags.DEFINE_integer("max_new_tokens", 4096, "Longest translation in tokens (eac
 flags.DEFINE_float("temperature", 0.0, "--endpoint: sampling temperature (0: greedy).",
                    lower_bound=0)
 flags.DEFINE_integer("limit", None, "Translate only the first N rows.", lower_bound=1)
-flags.DEFINE_integer("max_concurrency", 8, "--endpoint: requests in flight at once.",
-                     lower_bound=1)
-flags.DEFINE_float("request_timeout", 300, "--endpoint: seconds a server has to answer one "
-                   "request.", lower_bound=0.001)
-flags.DEFINE_integer("max_retries", 5, "--endpoint: tries after the first for a request that "
-                     "timed out, could not connect, or got HTTP 408, 409, 429 or 5xx.",
-                     lower_bound=0)
-flags.DEFINE_float("retry_backoff", 1.0, "--endpoint: seconds before the first retry; doubled "
-                   "after each (at most 60), with jitter.", lower_bound=0)
 flags.DEFINE_string("yes_no", "rule", "A bare yes/no answer: rule (the language table's words), "
                     "model (translated like any text), or YES,NO (these words).")
 flags.DEFINE_list("length_band", ["0.5", "2"], "Flag translations whose length / the source's "
@@ -119,11 +106,7 @@ def _backend(prompt):
     from basque_vlm.datagen import translation_backends as backends
 
     if FLAGS.endpoint:
-        from basque_vlm.runtime.openai_api import ChatClient
-
-        client = ChatClient(FLAGS.endpoint, FLAGS.model_name, api_key_env=FLAGS.api_key_env,
-                            timeout=FLAGS.request_timeout, max_retries=FLAGS.max_retries,
-                            backoff=FLAGS.retry_backoff, max_concurrency=FLAGS.max_concurrency)
+        client = server_flags.client(FLAGS.endpoint, FLAGS.model_name, FLAGS.api_key_env)
         return backends.ServerBackend(client, prompt, FLAGS.max_new_tokens, FLAGS.temperature)
     cli.quiet_libraries()
     from basque_vlm.eval import runner

@@ -15,7 +15,6 @@ agree is reported (float32 on both sides: expect all). The last stdout line is J
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import reference
 import torch
 from absl import app, flags, logging
-from timing import BUSY_WARN, timed_call
+from timing import busy_note, interleaved
 
 from basque_vlm.eval import runner, tasks
 from basque_vlm.eval.taskdata import decode_image
@@ -78,28 +77,20 @@ def main(argv: list[str]) -> None:
              for b, g in generators.items()}
     sides["transformers"] = lambda: transformers_answers(hf_model, processor, prompts, images,
                                                          task.max_new_tokens)
-    answers = {name: timed_call(run, quiet=False)[0] for name, run in sides.items()}
-    times, busy = {name: [] for name in sides}, []
-    for _ in range(FLAGS.reps):
-        for name, run in sides.items():  # interleaved: drift hits every side alike
-            _, seconds, other = timed_call(run)
-            times[name].append(seconds)
-            busy.append(other)
+    answers, _, seconds, busy = interleaved(sides, FLAGS.reps)
     result = {"samples": len(samples), "batch": FLAGS.batch,
               "max_new_tokens": task.max_new_tokens}
     for name in sides:
-        result[f"{name}_samples_s"] = len(samples) / statistics.median(times[name])
+        result[f"{name}_samples_s"] = len(samples) / seconds[name]
         print(f"{name:>16}: {result[f'{name}_samples_s']:6.2f} samples/s")
     for name in ("ours_inflight", "ours_static"):
         result[f"{name}_speedup"] = result[f"{name}_samples_s"] / result[
             "transformers_samples_s"]
         result[f"{name}_agreement"] = float(np.mean([a == b for a, b in zip(
             answers[name], answers["transformers"])]))
-    result["max_other_cpu_share"] = max(busy)
+    result["max_other_cpu_share"] = busy
     print(f"ours (in flight) / transformers: {result['ours_inflight_speedup']:.2f}x; "
-          f"predictions agree on {result['ours_inflight_agreement']:.0%}; other processes' CPU "
-          f"share up to {max(busy):.0%}"
-          + (" (busy machine: rerun when quiet)" if max(busy) > BUSY_WARN else ""))
+          f"predictions agree on {result['ours_inflight_agreement']:.0%}; {busy_note(busy)}")
     print(json.dumps(result))
 
 

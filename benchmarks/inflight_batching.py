@@ -5,8 +5,8 @@ Each prompt gets its own answer budget, spread evenly over [4, 256] and shuffled
 it (the end-of-turn stop is off, so an answer's length is its budget). ``static`` decodes batches
 of ``--slots`` prompts, each until its longest answer ends; ``inflight`` refills a slot as soon
 as its answer ends. Both must give every prompt the same tokens. Generated tokens per second come
-from the median of ``--reps`` timed runs after an untimed one (which compiles). The last stdout
-line is JSON.
+from the median of ``--reps`` timed runs, interleaved, after an untimed one (which compiles).
+The last stdout line is JSON.
 
     python benchmarks/inflight_batching.py [--prompts=32] [--slots=8] [--reps=3]
 """
@@ -14,13 +14,12 @@ line is JSON.
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from absl import app, flags, logging
-from timing import BUSY_WARN, timed_call
+from timing import busy_note, interleaved
 
 from basque_vlm.infer import decode, placement
 from basque_vlm.infer.engine import BATCHING, Engine, Request
@@ -63,26 +62,19 @@ def main(argv: list[str]) -> None:
     requests = workload(processor)
     tokens = sum(r.max_new_tokens for r in requests)
     result = {"prompts": len(requests), "slots": FLAGS.slots, "generated_tokens": tokens}
-    outputs, busy = {}, []
+    outputs, first, seconds, busy = interleaved(
+        {b: (lambda b=b: engine.generate(requests, b)) for b in BATCHING}, FLAGS.reps)
     for batching in BATCHING:
-        outputs[batching], first, _ = timed_call(lambda: engine.generate(requests, batching),
-                                                 quiet=False)
-        times = []
-        for _ in range(FLAGS.reps):
-            _, seconds, other = timed_call(lambda: engine.generate(requests, batching))
-            times.append(seconds)
-            busy.append(other)
-        median = statistics.median(times)
-        result[f"{batching}_tokens_s"] = tokens / median
-        result[f"{batching}_first_run_s"] = first
-        print(f"{batching:>8}: {tokens / median:7.1f} tokens/s (median of {FLAGS.reps}: "
-              f"{median:.1f} s; first run {first:.1f} s)", flush=True)
+        result[f"{batching}_tokens_s"] = tokens / seconds[batching]
+        result[f"{batching}_first_run_s"] = first[batching]
+        print(f"{batching:>8}: {tokens / seconds[batching]:7.1f} tokens/s (median of "
+              f"{FLAGS.reps}: {seconds[batching]:.1f} s; first run {first[batching]:.1f} s)",
+              flush=True)
     result["speedup"] = result["inflight_tokens_s"] / result["static_tokens_s"]
     result["same_tokens"] = outputs["inflight"] == outputs["static"]
-    result["max_other_cpu_share"] = max(busy)
+    result["max_other_cpu_share"] = busy
     print(f"in-flight / static: {result['speedup']:.2f}x; same tokens: {result['same_tokens']}; "
-          f"other processes' CPU share up to {max(busy):.0%}"
-          + (" (busy machine: rerun when quiet)" if max(busy) > BUSY_WARN else ""))
+          f"{busy_note(busy)}")
     print(json.dumps(result))
 
 

@@ -68,3 +68,27 @@ def matmul_peak(dtype: str = "float32", n: int = 2048, reps: int = 5) -> float:
     best = min(timed_call(lambda: mm(a, b).block_until_ready(), quiet=False)[1]
                for _ in range(reps))
     return 2 * n**3 / best
+
+
+def interleaved(sides: dict[str, Callable[[], Any]], reps: int
+                ) -> tuple[dict[str, Any], dict[str, float], dict[str, float], float]:
+    """Each side run once untimed (it compiles, warms up; its result is kept), then ``reps``
+    timed runs, interleaved so that the machine's drift hits every side alike: the results, the
+    first runs' seconds, the median seconds, and the most other processes used meanwhile."""
+    results, first = {}, {}
+    for name, run in sides.items():
+        results[name], first[name], _ = timed_call(run, quiet=False)
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    busy = 0.0
+    for _ in range(reps):
+        for name, run in sides.items():
+            _, seconds, other = timed_call(run)
+            times[name].append(seconds)
+            busy = max(busy, other)
+    return results, first, {name: float(np.median(t)) for name, t in times.items()}, busy
+
+
+def busy_note(busy: float) -> str:
+    """``other processes' CPU share up to N%`` and, above `BUSY_WARN`, a warning."""
+    return (f"other processes' CPU share up to {busy:.0%}"
+            + (" (busy machine: rerun when quiet)" if busy > BUSY_WARN else ""))

@@ -17,14 +17,13 @@ last stdout line is JSON.
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from absl import app, flags, logging
-from timing import BUSY_WARN, timed_call
+from timing import busy_note, interleaved
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from basque_vlm.datagen import translation_prompt as tp
@@ -91,24 +90,17 @@ def main(argv: list[str]) -> None:
         return out
 
     sides = {"ours": ours, "transformers": lambda: reference(hf_model, tokenizer, prompt, texts)}
-    answers = {name: timed_call(run, quiet=False)[0] for name, run in sides.items()}
-    times, busy = {name: [] for name in sides}, []
-    for _ in range(FLAGS.reps):
-        for name, run in sides.items():
-            _, seconds, other = timed_call(run)
-            times[name].append(seconds)
-            busy.append(other)
+    answers, _, seconds, busy = interleaved(sides, FLAGS.reps)
     result = {"strings": len(texts), "batch": FLAGS.batch}
     for name in sides:
-        result[f"{name}_strings_s"] = len(texts) / statistics.median(times[name])
+        result[f"{name}_strings_s"] = len(texts) / seconds[name]
         print(f"{name:>12}: {result[f'{name}_strings_s']:6.2f} strings/s")
     result["speedup"] = result["ours_strings_s"] / result["transformers_strings_s"]
     result["identical"] = float(np.mean([a == b for a, b in zip(answers["ours"],
                                                                 answers["transformers"])]))
-    result["max_other_cpu_share"] = max(busy)
+    result["max_other_cpu_share"] = busy
     print(f"ours / transformers: {result['speedup']:.2f}x; identical translations: "
-          f"{result['identical']:.0%}; other processes' CPU share up to {max(busy):.0%}"
-          + (" (busy machine: rerun when quiet)" if max(busy) > BUSY_WARN else ""))
+          f"{result['identical']:.0%}; {busy_note(busy)}")
     print(json.dumps(result))
 
 

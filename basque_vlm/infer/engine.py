@@ -30,6 +30,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from basque_vlm.infer import decode
+from basque_vlm.infer.prompts import left_padded
 from basque_vlm.model import sharding
 from basque_vlm.model.llama import init_cache, unstack_cache
 from basque_vlm.model.vlm import VLM
@@ -89,7 +90,7 @@ class Engine:
             batch = [i for i in order[start:start + self.slots]
                      if (requests[i].pixel_values is not None) == with_image]
             start += len(batch)
-            ids, mask = _left_padded([requests[i].input_ids for i in batch], self.pad_id)
+            ids, mask = left_padded([requests[i].input_ids for i in batch], self.pad_id)
             pixels = (np.concatenate([requests[i].pixel_values() for i in batch])
                       if with_image else None)
             budget = max(requests[i].max_new_tokens for i in batch)
@@ -209,16 +210,6 @@ def _group_pixels(mesh: Mesh, group: list[Request], rows: int, images: int,
 
     placed = sharding.shard_rows(mesh, (rows, images, *shape), fetch)
     return placed.reshape(rows * images, *shape)
-
-
-def _left_padded(rows: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    length = max(len(r) for r in rows)
-    ids = np.full((len(rows), length), pad_id, np.int64)
-    mask = np.zeros((len(rows), length), np.int64)
-    for i, row in enumerate(rows):
-        ids[i, length - len(row):] = row
-        mask[i, length - len(row):] = 1
-    return ids, mask
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -36,16 +36,22 @@ def chat_inputs(processor: Any, prompts: Sequence[str],
             pixels.append(out["pixel_values"])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
         tokenizer.eos_token_id)
+    input_ids, attention_mask = left_padded(rows, pad_id)
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if images is not None:
+        inputs["pixel_values"] = np.concatenate(pixels)
+    return inputs
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows as ``input_ids`` and ``attention_mask`` ``[B, T]``, padded on the left."""
     length = max(len(r) for r in rows)
     input_ids = np.full((len(rows), length), pad_id, np.int64)
     attention_mask = np.zeros((len(rows), length), np.int64)
     for i, row in enumerate(rows):
         input_ids[i, length - len(row):] = row
         attention_mask[i, length - len(row):] = 1
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if images is not None:
-        inputs["pixel_values"] = np.concatenate(pixels)
-    return inputs
+    return input_ids, attention_mask
 
 
 def conversation_inputs(processor: Any, messages: Sequence[dict],

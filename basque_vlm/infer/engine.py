@@ -7,8 +7,9 @@
 longest answer ends. ``inflight`` (the default), as serving engines keep their chips busy: a KV
 cache of ``slots`` rows, each holding one prompt at a time from position 0. Each call decodes
 ``sync_every`` tokens for every row; the host then collects the rows that ended and prefills the
-next prompts (right-padded to a length bucket, a group of one row per row shard at a time) into
-their slots while the other rows keep their caches. Every row attends only to its own slots and
+next prompts (right-padded to a length bucket, as many at once as there are free slots, in
+batches of whole row shards times a power of two) into their slots while the other rows keep
+their caches. Every row attends only to its own slots and
 is masked by its own length, so its tokens are those it gets decoded alone.
 
 Every process of the mesh runs the same loop on the same requests (the tokens come back to every
@@ -130,21 +131,32 @@ class Engine:
         while waiting or any(h is not None for h in holder):
             free = [s for s in range(self.slots) if holder[s] is None]
             while waiting and free:
-                group = [waiting.popleft() for _ in range(min(self.group, len(free), len(waiting)))]
+                rows = self._prefill_rows(min(len(free), len(waiting)))
+                group = [waiting.popleft() for _ in range(min(rows, len(free), len(waiting)))]
                 slots, free = free[:len(group)], free[len(group):]
-                first = state.prefill(self, [requests[i] for i in group], slots, images)
+                first = state.prefill(self, [requests[i] for i in group], slots, rows, images)
                 for slot, i, token in zip(slots, group, first):
                     holder[slot] = i
                     take(slot, token)
-            active = np.array([h is not None for h in holder])
-            if not active.any():
+            # tokens each slot may still make: 0 for a free one
+            remaining = np.array([0 if h is None else requests[h].max_new_tokens - len(out[h])
+                                  for h in holder], np.int32)
+            if not remaining.any():
                 continue
-            for slot, row in enumerate(state.decode(self, active)):
+            for slot, row in enumerate(state.decode(self, remaining)):
                 for token in row:
                     if holder[slot] is None:
                         break
                     take(slot, int(token))
         return out
+
+    def _prefill_rows(self, waiting: int) -> int:
+        """How many rows the next prefill batch has, for ``waiting`` prompts that have a free
+        slot: the most whole row shards times a power of two that they fill (one row shard when
+        they fill none), so that a few shapes compile and a batch of many prompts prefills at
+        once."""
+        shards = max(1, waiting // self.group)
+        return self.group * 2 ** (shards.bit_length() - 1)
 
 
 @dataclasses.dataclass
@@ -162,10 +174,11 @@ class _SlotState:
         cache, tokens, positions = _empty(graphdef, state, slots=slots, length=length)
         return cls(cache, tokens, positions)
 
-    def prefill(self, engine: Engine, group: list[Request], slots: list[int], images: int
-                ) -> list[int]:
-        """Prefills ``group`` into ``slots``; returns each prompt's first generated token."""
-        rows, mesh = engine.group, engine.mesh
+    def prefill(self, engine: Engine, group: list[Request], slots: list[int], rows: int,
+                images: int) -> list[int]:
+        """Prefills ``group`` into ``slots`` (a batch of ``rows``, padded); returns each prompt's
+        first generated token."""
+        mesh = engine.mesh
         length = _round_up(max(len(r.input_ids) for r in group), engine.length_multiple)
         ids = np.full((rows, length), engine.pad_id, np.int32)
         lengths = np.ones(rows, np.int32)
@@ -186,12 +199,15 @@ class _SlotState:
             place(lengths), pixels, jnp.asarray(target), images_per_row=images)
         return np.asarray(first)[:len(group)].tolist()
 
-    def decode(self, engine: Engine, active: np.ndarray) -> np.ndarray:
-        """``sync_every`` tokens for every slot (``[slots, sync_every]``); inactive slots stay."""
+    def decode(self, engine: Engine, remaining: np.ndarray) -> np.ndarray:
+        """Up to ``sync_every`` tokens for every slot that may make ``remaining`` more
+        (``[slots, sync_every]``): fewer once every such slot has ended its answer; free slots
+        stay as they are."""
         graphdef, state = nnx.split(engine.model)
         self.cache, self.tokens, self.positions, out = _decode(
             graphdef, state, self.cache, self.tokens, self.positions,
-            decode._rows_on_mesh(engine.mesh, active, len(active)), steps=engine.sync_every)
+            decode._rows_on_mesh(engine.mesh, remaining, len(remaining)),
+            steps=engine.sync_every, eos_ids=engine.eos)
         return np.asarray(out)
 
 
@@ -260,26 +276,34 @@ def _insert(cache: jax.Array, fresh: jax.Array, target: jax.Array) -> jax.Array:
     return cache.at[target, :length].set(fresh, mode="drop")
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "steps"),
+@functools.partial(jax.jit, static_argnames=("graphdef", "steps", "eos_ids"),
                    donate_argnames=("cache", "tokens", "positions"))
-def _decode(graphdef, state, cache, tokens, positions, active, *, steps: int):
-    """``steps`` greedy tokens for every active row, each at its own position."""
+def _decode(graphdef, state, cache, tokens, positions, remaining, *, steps: int,
+            eos_ids: tuple[int, ...]):
+    """Up to ``steps`` greedy tokens for every row with ``remaining`` ones to make, each at its
+    own position; a row stops at an end-of-turn token or its last one, the loop when all have."""
     lm = nnx.merge(graphdef, state).language_model
-    slots = tokens.shape[0]
     length = jax.tree.leaves(cache)[0].shape[-3]
     key_slots = jnp.arange(length)
+    eos = jnp.asarray(eos_ids, jnp.int32)
 
-    def step(i, carry):
-        cache, token, position, out = carry
+    def cond(carry):
+        i, *_, going = carry
+        return (i < steps) & jnp.any(going)
+
+    def body(carry):
+        i, cache, token, position, left, out, going = carry
         kv_valid = key_slots[None] <= position[:, None]
         hidden, cache = lm(lm.embed(token[:, None]), position[:, None], kv_valid, cache,
                            position)
         chosen = jnp.argmax(lm.logits(hidden[:, 0]).astype(jnp.float32), axis=-1)
-        token = jnp.where(active, chosen.astype(jnp.int32), token)
-        position = jnp.where(active, jnp.minimum(position + 1, length - 1), position)
-        return cache, token, position, out.at[:, i].set(token)
+        token = jnp.where(going, chosen.astype(jnp.int32), token)
+        position = jnp.where(going, jnp.minimum(position + 1, length - 1), position)
+        left = left - going
+        going = going & (left > 0) & ~jnp.isin(token, eos)
+        return i + 1, cache, token, position, left, out.at[:, i].set(token), going
 
-    out = jnp.zeros((slots, steps), jnp.int32)
-    cache, tokens, positions, out = jax.lax.fori_loop(0, steps, step,
-                                                      (cache, tokens, positions, out))
+    out = jnp.zeros((tokens.shape[0], steps), jnp.int32)
+    carry = (0, cache, tokens, positions, remaining, out, remaining > 0)
+    _, cache, tokens, positions, _, out, _ = jax.lax.while_loop(cond, body, carry)
     return cache, tokens, positions, sharding.constrain(out, (None, None))

@@ -9,11 +9,11 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/runtime.txt requirements/test.txt requirements/tpu.txt \
-          requirements/lock.txt
+          requirements/cloud.txt requirements/lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c requirements/lock.txt -r requirements/runtime.txt -r requirements/test.txt \
-	  -r requirements/tpu.txt
+	  -r requirements/tpu.txt -r requirements/cloud.txt
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

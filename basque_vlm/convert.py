@@ -114,4 +114,4 @@ def _convert() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main(PROG, _convert))
+    app.run(cli.main(PROG, _convert), flags_parser=cli.flags_parser(PROG))

@@ -53,4 +53,5 @@ def _download() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("download_images", _download))
+    app.run(cli.main("download_images", _download),
+            flags_parser=cli.flags_parser("download_images"))

@@ -133,6 +133,8 @@ def make_judge() -> tuple[judge.Judge, str] | None:
 def _evaluate() -> None:
     if not (FLAGS.tasks and FLAGS.out):
         raise ValueError("--tasks and --out are required")
+    out = paths.path(FLAGS.out)  # local, or gs://...
+    out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not at the end
     about = model_info()
     ours, text_only = lm_eval_tasks.split(FLAGS.tasks)
     chosen_tasks = tasks.get(ours) if ours else []
@@ -140,7 +142,6 @@ def _evaluate() -> None:
         raise ValueError(f"{lm_eval_tasks.PREFIX} tasks need --checkpoint")
     distributed.init()
     cli.quiet_libraries()
-    out = paths.path(FLAGS.out)  # local, or gs://...
     # Every task's data is read (and checked) before the model loads.
     loaded = {t.name: runner.load_samples(t, Path(FLAGS.data_dir), FLAGS.limit)
               for t in chosen_tasks}
@@ -164,4 +165,4 @@ def _evaluate() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("evaluate", _evaluate))
+    app.run(cli.main("evaluate", _evaluate), flags_parser=cli.flags_parser("evaluate"))

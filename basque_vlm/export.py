@@ -60,4 +60,4 @@ def _export() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main(PROG, _export))
+    app.run(cli.main(PROG, _export), flags_parser=cli.flags_parser(PROG))

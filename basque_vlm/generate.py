@@ -10,7 +10,6 @@ generated ids, up to and including the end-of-turn token).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -22,7 +21,7 @@ from basque_vlm.data.image import open_image
 from basque_vlm.infer import placement
 from basque_vlm.infer.assistant import complete
 from basque_vlm.infer.prompts import chat_inputs
-from basque_vlm.runtime import cli, distributed
+from basque_vlm.runtime import cli, distributed, paths
 from basque_vlm.store import checkpoint
 
 flags.DEFINE_string("checkpoint", None, "project checkpoint folder (see `convert`) or training "
@@ -35,7 +34,7 @@ flags.DEFINE_float("temperature", 0.0, "0 = greedy; otherwise sampling temperatu
 flags.DEFINE_float("top_p", 1.0, "nucleus sampling mass in (0, 1] (with temperature > 0)")
 flags.register_validator("top_p", lambda p: 0 < p <= 1, message="--top_p must be in (0, 1]")
 flags.DEFINE_integer("seed", 0, "sampling seed")
-flags.DEFINE_string("output_json", None, "also write {text, token_ids} here")
+flags.DEFINE_string("output_json", None, "also write {text, token_ids} here (local or gs://)")
 placement.define_flags()
 FLAGS = flags.FLAGS
 
@@ -76,8 +75,8 @@ def _generate() -> None:
         return
     print(result["text"])
     if FLAGS.output_json:
-        Path(FLAGS.output_json).write_text(json.dumps(result, ensure_ascii=False) + "\n")
+        paths.path(FLAGS.output_json).write_text(json.dumps(result, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":
-    app.run(cli.main("generate", _generate))
+    app.run(cli.main("generate", _generate), flags_parser=cli.flags_parser("generate"))

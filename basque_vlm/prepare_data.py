@@ -85,4 +85,4 @@ def _prepare() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("prepare_data", _prepare))
+    app.run(cli.main("prepare_data", _prepare), flags_parser=cli.flags_parser("prepare_data"))

@@ -37,7 +37,8 @@ def _train() -> None:
     cli.reuse_memory_on_cpu()
     from basque_vlm.training import loop  # after jax.distributed, which must come first
 
-    result = loop.train(FLAGS.config, FLAGS.workdir)
+    with distributed.stop_on_lost_process("train"):
+        result = loop.train(FLAGS.config, FLAGS.workdir)
     if jax.process_index() == 0:
         loss = "" if result.last is None else f": loss {result.last['loss']:.4f}"
         print(f"step {result.step}{loss}; the workdir {paths.path(FLAGS.workdir)} reads as "

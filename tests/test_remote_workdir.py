@@ -1,11 +1,10 @@
 """Workdirs and checkpoints anywhere etils.epath reaches: a ``gs://`` workdir stays on ``gs://``
-(every file, every path handed to Orbax), trains, resumes and reads as a checkpoint; ``file://``
-URLs and relative paths are local folders.
+(every file, every checkpoint), trains, resumes and reads as a checkpoint; ``file://`` URLs and
+relative paths are local folders.
 
-No Cloud Storage here: `remote_fs` serves ``gs://`` from a local folder to epath (in gcsfs's
-place) and maps the paths the project hands Orbax (tensorstore's gcs driver would call GCS).
-So this checks the project's own path handling end to end; gcsfs, tensorstore's GCS driver and
-Orbax's GCS commit protocol are not exercised."""
+``gs://`` is a Cloud Storage JSON API on 127.0.0.1 (`gcs_server`): gcsfs (every file through
+etils.epath), tensorstore's ``gcs`` driver and Orbax's GCS commit protocol (``commit_success.txt``)
+talk HTTP to it as they would to Cloud Storage."""
 
 import json
 import os
@@ -13,7 +12,6 @@ import pathlib
 
 import numpy as np
 import pytest
-import remote_fs
 from absl import flags
 from PIL import Image
 from train_helpers import ListData, losses, pipeline_batches, tiny_config
@@ -25,6 +23,7 @@ from basque_vlm.store import checkpoint
 from basque_vlm.training import loop, metrics, tensorboard
 
 URL = "gs://bucket/workdirs/run"
+NEXT = "gs://bucket/workdirs/next"
 INSTRUCT = {"vision_tower": None, "connector": 1e-2, "language_model": 1e-2}
 
 
@@ -34,15 +33,13 @@ def parsed_flags():
 
 
 @pytest.fixture
-def gs(monkeypatch, tmp_path):
-    """``gs://`` served from ``tmp_path/buckets``; the test runs in an empty ``tmp_path/cwd``
-    (where a ``gs:`` folder would show a path turned local)."""
+def gs(gcs, monkeypatch, tmp_path):
+    """``gs://`` served by the test server; the test runs in an empty ``tmp_path/cwd`` (where a
+    ``gs:`` folder would show a path turned local)."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    orbax = remote_fs.serve(monkeypatch, tmp_path / "buckets")
-    yield orbax
-    remote_fs.clear_filesystems()
+    yield gcs
     assert not any(cwd.iterdir()), list(cwd.iterdir())
 
 
@@ -94,24 +91,25 @@ def test_files_metrics_and_tensorboard_on_gs(gs, tmp_path):
     scalars = tensorboard.read_scalars(f"{URL}/tensorboard")
     assert scalars["loss"] == {1: 1.0, 2: 0.5, 3: 0.25}  # the first run's step 3 purged
     assert scalars["eval/demo_vqa_en"] == {2: 0.5}
-    bucket = tmp_path / "buckets" / "bucket" / "workdirs" / "run"
-    assert len(list((bucket / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    assert len(list(paths.path(f"{URL}/tensorboard").glob("events.out.tfevents.*"))) == 2
 
 
 def test_a_gs_workdir_trains_and_reads_as_a_checkpoint(gs, demo_root, batches, tmp_path):
     config = instruct(demo_root, 3)
     result = loop.train(config, URL, data=ListData(batches))
     assert (result.step, result.stopped) == (3, "done")
-    assert gs.seen and all(p.startswith(URL + "/") for p in gs.seen), gs.seen
-    assert {f"{URL}/frozen", f"{URL}/checkpoints"} <= set(gs.seen)
-    bucket = tmp_path / "buckets" / "bucket" / "workdirs" / "run"
+    everything = gs.names()
+    assert all(n.startswith("workdirs/run/") for n in everything), everything
+    names = {n[len("workdirs/run/"):] for n in everything}
     for name in ("config.json", "tokenizer.json", "chat_template.jinja", "metrics.jsonl",
-                 "eval/step_3.json", "eval/step_3.predictions.jsonl", "eval/step_3.md"):
-        assert (bucket / name).is_file(), name
-    assert list((bucket / "tensorboard").glob("events.out.tfevents.*"))
+                 "eval/step_3.json", "eval/step_3.predictions.jsonl", "eval/step_3.md",
+                 "checkpoints/3/commit_success.txt", "checkpoints/3/params/manifest.ocdbt"):
+        assert name in names, name
+    assert any(n.startswith("frozen/") for n in names)
+    assert any(n.startswith("tensorboard/events.out.tfevents.") for n in names)
     assert checkpoint.workdir_steps(URL) == [3, 2]
     assert sorted(r["step"] for r in metrics.read(URL) if "loss" in r) == [1, 2, 3]
-    assert json.loads((bucket / "eval" / "step_3.json").read_text())["demo_vqa_en"]["n"] == 2
+    assert json.loads(paths.path(f"{URL}/eval/step_3.json").read_text())["demo_vqa_en"]["n"] == 2
     assert sorted(tensorboard.read_scalars(f"{URL}/tensorboard")["loss"]) == [1, 2, 3]
 
     # generate --checkpoint=gs://...: the config, the processor (a local copy), the weights
@@ -127,12 +125,18 @@ def test_a_gs_workdir_trains_and_reads_as_a_checkpoint(gs, demo_root, batches, t
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "llava"
 
 
-@pytest.mark.slow  # a second run's compilation
-def test_a_gs_workdir_resumes(gs, demo_root, batches):
+@pytest.mark.slow  # three runs' compilation
+def test_a_gs_workdir_resumes_and_starts_the_next_stage(gs, demo_root, batches):
     loop.train(instruct(demo_root, 2), URL, data=ListData(batches))
     loop.train(instruct(demo_root, 4), URL, data=ListData(batches))  # from step 2
     assert checkpoint.workdir_steps(URL) == [4, 2]
     assert sorted(r["step"] for r in metrics.read(URL) if "loss" in r) == [1, 2, 3, 4]
+    # init_checkpoint=gs://...: the next stage starts from the workdir's latest step
+    config = instruct(demo_root, 2)
+    config.init_checkpoint, config.model = URL, None
+    loop.train(config, NEXT, data=ListData(batches))
+    assert checkpoint.load_config(NEXT) == checkpoint.load_config(URL)
+    assert "workdirs/next/tokenizer.json" in gs.names("workdirs/next/")
 
 
 @pytest.mark.slow  # two runs' compilation

@@ -229,7 +229,7 @@ class DatasetWriter:
         data = self._serializer.serialize_example(FEATURES.encode_example(example))
         if self._writer is None or self._shard_size >= self.shard_bytes:
             self._open_shard()
-        self._writer.write(data)
+        _written(self._writer.write, data)
         self._shard_lengths[-1] += 1
         self._shard_size += len(data)
         self.total_bytes += len(data)
@@ -270,9 +270,18 @@ class DatasetWriter:
         self._shard_size = 0
 
     def _close_shard(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        writer, self._writer = self._writer, None  # closed once, also when closing fails
+        if writer is not None:
+            _written(writer.close)
+
+
+def _written(call: Callable[..., None], *args: Any) -> None:
+    """``call`` of an ArrayRecord writer, whose failed writes (a full disk) are RuntimeErrors:
+    as OSErrors, the CLIs' one-line errors."""
+    try:
+        call(*args)
+    except RuntimeError as e:
+        raise OSError(str(e)) from None
 
 
 class _Reporter:

@@ -9,16 +9,20 @@ from typing import NoReturn
 
 from absl import flags, logging
 
-from basque_vlm.runtime import host_memory
+from basque_vlm.runtime import host_memory, paths
 
 
 def quiet_libraries() -> None:
     """Keeps stderr for our own one-line errors: no INFO logs from Orbax, no transformers notes,
+    no storage client's tracebacks of a request it gives up on (`run` reports it in one line),
     and no TPU runtime errors where there is no TPU (``skip_absent_tpu``)."""
+    import logging as std_logging
+
     import transformers
 
     skip_absent_tpu()
     logging.set_verbosity(logging.WARNING)
+    std_logging.getLogger("gcsfs").setLevel(std_logging.CRITICAL)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
@@ -56,12 +60,16 @@ def fail(prog: str, message: object) -> NoReturn:
 
 
 def run(prog: str, body: Callable[[], None]) -> None:
-    """Runs ``body``; an expected failure (a ValueError such as a bad checkpoint, or an OSError
-    such as a missing folder) exits with status 1 and ``prog: <reason>`` as one stderr line."""
+    """Runs ``body``; an expected failure (a ValueError such as a bad checkpoint, an OSError
+    such as a missing folder, a request to a bucket that failed after its retries) exits with
+    status 1 and ``prog: <reason>`` as one stderr line."""
     try:
         body()
     except (ValueError, OSError) as e:
         fail(prog, e)
+    except paths.storage_errors() as e:
+        fail(prog, f"a storage request failed after its retries ({type(e).__name__}: {e}); "
+                   "rerun when the storage answers again")
 
 
 def main(prog: str, body: Callable[..., None], commands: Sequence[str] = ()

@@ -12,6 +12,10 @@ needs ``gcsfs`` installed (epath's fsspec backend), or TensorFlow.
 
 Readers that take only local folders (transformers' ``from_pretrained``) get a local copy of the
 few small files they need: `local_copy`.
+
+Object-store listings are never cached (`uncached_listings`): tensorstore (Orbax's arrays) and
+the other processes of a run write the same bucket behind fsspec's back, and a cached listing
+hides what they wrote: a new checkpoint step, even ``exists()`` of one of its files.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import os
 import pathlib
 import re
 import shutil
+import sys
 import tempfile
 import urllib.parse
 from collections.abc import Iterable
 
+import fsspec
 from etils import epath
 
 # etils.epath's URL schemes (its fsspec backend: gcsfs, s3fs, adlfs, huggingface_hub).
@@ -38,6 +44,28 @@ LOCAL_PATTERNS = ("config.json", *ASSET_PATTERNS)
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 PathLike = str | os.PathLike
+
+
+def uncached_listings() -> None:
+    """fsspec's filesystems for `URL_SCHEMES`, made by epath from now on, list afresh each
+    time."""
+    for name in (*URL_SCHEMES, "gcs"):
+        fsspec.config.conf.setdefault(name, {})["use_listings_cache"] = False
+
+
+uncached_listings()
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What a request to an object store raises once its client's retries are spent, beyond
+    OSError: gcsfs's HTTP errors (a 5xx answer) and aiohttp's (a dropped connection), for the
+    clients loaded."""
+    errors = []
+    if "gcsfs" in sys.modules:
+        errors.append(sys.modules["gcsfs"].retry.HttpError)
+    if "aiohttp" in sys.modules:
+        errors.append(sys.modules["aiohttp"].ClientError)
+    return tuple(errors)
 
 
 def scheme(p: PathLike) -> str | None:

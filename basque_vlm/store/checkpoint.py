@@ -80,15 +80,23 @@ def write_config(out: str | Path, cfg: VLMConfig, **extra: Any) -> None:
 
 
 def load_config(ckpt: str | Path, **overrides: Any) -> VLMConfig:
-    return VLMConfig.from_dict(_read_meta(ckpt)["model"], **overrides)
+    meta = _read_meta(ckpt)
+    try:
+        return VLMConfig.from_dict(meta["model"], **overrides)
+    except (KeyError, TypeError, ValueError) as e:  # a field missing, unknown or mistyped
+        raise CheckpointNotFound(f"{paths.path(ckpt) / CONFIG_FILE}: not a valid model config "
+                                 f"({type(e).__name__}: {e})") from None
 
 
 def _read_meta(ckpt: str | Path) -> dict[str, Any]:
     path = paths.path(ckpt) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointNotFound(f"{ckpt}: not a basque_vlm checkpoint (no {CONFIG_FILE})")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointNotFound(f"{path}: not JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointNotFound(f"{path}: not a basque_vlm checkpoint config "
                                  "(for a Hugging Face folder, run `convert` first)")
     return meta
@@ -171,10 +179,13 @@ def _restore(path: epath.Path, target: Any | None, dtype: Any = None) -> dict[st
             lambda t, stored: t if isinstance(t, jax.ShapeDtypeStruct) else jax.ShapeDtypeStruct(
                 stored.shape, dtype or stored.dtype, sharding=t), target, leaves)
         # Orbax reads up to 96 GB at once by default: the whole model would pass through host
-        # memory. Bounded by the largest stored tensor, about one is in flight at a time.
-        largest = max(math.prod(t.shape) * np.dtype(t.dtype).itemsize
-                      for t in jax.tree.leaves(leaves))
-        handler = ocp.StandardCheckpointHandler(restore_concurrent_gb=(largest + 2 ** 20) / 1e9)
+        # memory. Bounded by twice the largest tensor (a read is counted in whole chunks, in the
+        # wider of the stored and the target dtype), a tensor or two are in flight at a time.
+        largest = max(math.prod(s.shape) * max(np.dtype(s.dtype).itemsize,
+                                               np.dtype(t.dtype).itemsize)
+                      for s, t in zip(jax.tree.leaves(leaves), jax.tree.leaves(target)))
+        handler = ocp.StandardCheckpointHandler(restore_concurrent_gb=(2 * largest + 2 ** 20)
+                                                / 1e9)
         with ocp.Checkpointer(handler) as ckptr:
             return ckptr.restore(path, args=ocp.args.StandardRestore(target))
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), leaves)

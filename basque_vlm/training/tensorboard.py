@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from absl import logging
 from etils import epath
 
 from basque_vlm.runtime import paths
@@ -54,9 +55,18 @@ class _ObjectFile:
         self.data += data
 
     def flush(self) -> None:
-        if len(self.data) != self.written:
+        """Rewrites the object; a failed write (the store unreachable) is a warning, and the
+        next flush writes it all again: tensorboardX flushes from a thread of its own, where an
+        exception would end the thread with a traceback."""
+        if len(self.data) == self.written:
+            return
+        try:
             self.path.write_bytes(bytes(self.data))
-            self.written = len(self.data)
+        except Exception as e:  # noqa: BLE001 (any storage client's error)
+            logging.warning("TensorBoard events not written to %s (%s: %s); trying again at "
+                            "the next flush", self.path, type(e).__name__, e)
+            return
+        self.written = len(self.data)
 
     def close(self) -> None:
         self.flush()

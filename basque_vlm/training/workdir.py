@@ -19,8 +19,9 @@ directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,21 @@ class Checkpoints:
                                               item_names=("params", "opt_state", "meta"))
 
     def save(self, step: int, state: TrainState, meta: Mapping[str, Any]) -> None:
-        self._manager.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state.params),
-            opt_state=ocp.args.StandardSave(state.opt_state),
-            meta=ocp.args.JsonSave({"step": step, **meta})))
+        with self._named():  # an earlier save's error surfaces here
+            self._manager.save(step, args=ocp.args.Composite(
+                params=ocp.args.StandardSave(state.params),
+                opt_state=ocp.args.StandardSave(state.opt_state),
+                meta=ocp.args.JsonSave({"step": step, **meta})))
+
+    @contextlib.contextmanager
+    def _named(self) -> Iterator[None]:
+        """An OSError of a save (a full disk) with the folder it concerns: Orbax's own, raised
+        from its writing threads, name no file."""
+        try:
+            yield
+        except OSError as e:
+            raise OSError(f"{self.workdir / checkpoint.CHECKPOINTS_DIR}: a checkpoint was not "
+                          f"written: {e}") from None
 
     def restore_latest(self, target: TrainState) -> tuple[TrainState, dict[str, Any]] | None:
         """The newest step that loads, placed as ``target`` (ShapeDtypeStructs with shardings),
@@ -82,11 +94,13 @@ class Checkpoints:
         return None
 
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        with self._named():
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
         """Waits for saves in flight."""
-        self._manager.close()
+        with self._named():
+            self._manager.close()
 
 
 def start_workdir(workdir: str | Path, cfg: VLMConfig, trainable: list[str],

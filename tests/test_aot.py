@@ -55,6 +55,7 @@ def test_the_decode_step_is_sharded_over_the_slice(result):
     assert decode["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1} and decode["batch"] == 8
 
 
+@pytest.mark.slow  # a decode compilation for a tensor split
 def test_decode_only_on_a_tensor_split():
     result = run_cli.run("aot", "--config=configs/demo.py", "--topology=v5e-8", "--notrain",
                          "--mesh_tensor=2", "--decode_batch=8", "--decode_prompt_length=64",

@@ -56,6 +56,7 @@ def test_the_builder_leaves_it_off_by_default():
         == 30.0
 
 
+@pytest.mark.slow  # three runs' compilation
 def test_saves_by_wall_time_and_a_killed_run_resumes_exactly(demo_root, batches, tmp_path):
     config = timed_config(demo_root)
     reference, run = tmp_path / "reference", tmp_path / "run"
@@ -80,6 +81,7 @@ def test_saves_by_wall_time_and_a_killed_run_resumes_exactly(demo_root, batches,
                                rtol=1e-6)
 
 
+@pytest.mark.slow  # a run's compilation
 def test_every_process_saves_when_any_clock_says_so(demo_root, batches, tmp_path, monkeypatch):
     """The loop saves on the agreed flag (`preemption.agree`, as for SIGTERM), not on its own
     clock: here another process's clock calls for a save at step 2, this one's never does."""

@@ -150,6 +150,7 @@ def test_notebook_runs_on_a_tiny_checkpoint(tiny, tmp_path):
     assert a2 == transformers_answer(tiny, conversation)
 
 
+@pytest.mark.slow  # trains the demo model
 def test_the_default_trains_the_demo_model_then_reuses_it(demo_root, tmp_path):
     """`CHECKPOINT = "demo"`, the default, downloads nothing: it trains the demo model into
     DEMO_WORKDIR (a few steps here), and a second run uses what is there."""

@@ -1,7 +1,6 @@
 """Logical axis names on every parameter, and a forward pass sharded over a 2x2x2 mesh."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx

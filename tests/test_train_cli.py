@@ -12,6 +12,8 @@ from train_helpers import losses, tiny_flags, train_cli
 
 from basque_vlm.store import checkpoint
 
+pytestmark = pytest.mark.slow  # two 60-step runs on 8 devices, then two resumes
+
 STEPS = 60
 MESH_2X2X2 = {"mesh__data": 2, "mesh__fsdp": 2, "mesh__tensor": 2}
 

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from train_helpers import losses, tiny_flags, train_cli
+from train_helpers import losses, tiny_flags, train_cli, train_to_end
 
 from basque_vlm.store import checkpoint
 from basque_vlm.training import metrics
@@ -37,9 +37,7 @@ def flags(root):
 def reference(demo_root, tmp_path_factory):
     """The final loss of an uninterrupted run."""
     workdir = tmp_path_factory.mktemp("reference")
-    proc = train_cli(workdir, flags(demo_root))
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
+    train_to_end(workdir, flags(demo_root))
     return losses(workdir)[STEPS]
 
 
@@ -67,9 +65,7 @@ def test_kill_9_during_an_async_save_resumes_from_the_newest_complete_step(
 
     assert checkpoint.workdir_steps(url) == complete
     checkpoint.load_params(url)  # the newest complete step reads as a checkpoint
-    rerun = train_cli(url, flags(demo_root))
-    out, err = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, err
+    out = train_to_end(url, flags(demo_root))
     assert out.splitlines()[0].startswith(f"step {complete[0] + 1}/{STEPS} "), out
     logged = {r["step"]: r["loss"] for r in metrics.read(url) if "loss" in r}
     assert sorted(logged) == list(range(1, STEPS + 1))  # each step once

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from train_helpers import losses, tiny_flags, train_cli
+from train_helpers import losses, tiny_flags, train_cli, train_to_end
 
 from basque_vlm.runtime import paths
 from basque_vlm.store import checkpoint
@@ -26,9 +26,7 @@ def flags(root, steps: int = STEPS, every: int = 2):
 def reference(demo_root, tmp_path_factory):
     """The losses of an undisturbed run."""
     workdir = tmp_path_factory.mktemp("reference")
-    proc = train_cli(workdir, flags(demo_root))
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
+    train_to_end(workdir, flags(demo_root))
     return losses(workdir)
 
 

@@ -69,6 +69,14 @@ def train_cli(workdir: Path, flags: list[str], devices: int = 8, extra_env: Mapp
                             stderr=subprocess.PIPE, text=True)
 
 
+def train_to_end(workdir: Path, flags: list[str], timeout: float = 300) -> str:
+    """`train_cli` until it ends: its stdout (a failed run fails the test with its stderr)."""
+    proc = train_cli(workdir, flags)
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    return out
+
+
 def losses(workdir: Path) -> dict[int, float]:
     """``metrics.jsonl``'s loss by step (training records; not the evaluations'); a step logged
     twice fails."""

@@ -58,8 +58,8 @@ flags.DEFINE_enum("prompt_lang", "auto", ["auto", "en", "eu"],
                   "Instruction language: auto = the task's own language.")
 flags.DEFINE_integer("max_new_tokens", None, "Override every task's answer length.",
                      lower_bound=1)
-flags.DEFINE_bool("scan_layers", None, "Decode with lax.scan over layers (default: as the "
-                  "checkpoint says).")
+flags.DEFINE_bool("scan_layers", None, "Decode with lax.scan over layers (default: on TPU; "
+                  "elsewhere unrolled, faster).")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Compute dtype (default: as the "
                   "checkpoint says; bfloat16 on TPU).")
 flags.DEFINE_enum("param_dtype", None, ["float32", "bfloat16"], "Cast the weights when loading "

@@ -66,7 +66,8 @@ def main(argv: list[str]) -> None:
         samples, _ = runner.load_samples(task, root / "data", None)
         cfg = checkpoint.load_config(ckpt)
         mesh = placement.decode_mesh(cfg, checkpoint.stored_bytes(ckpt))
-        _, model = checkpoint.load_model(ckpt, mesh=mesh)
+        _, model = checkpoint.load_model(ckpt, mesh=mesh,
+                                         scan_layers=placement.scans_layers(mesh))
         processor = checkpoint.load_processor(ckpt)
         generators = {b: runner.Generator.from_model(model, processor, FLAGS.batch, mesh, b)
                       for b in ("inflight", "static")}

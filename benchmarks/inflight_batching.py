@@ -56,7 +56,8 @@ def main(argv: list[str]) -> None:
         processor = checkpoint.load_processor(ckpt)
         cfg = checkpoint.load_config(ckpt)
         mesh = placement.decode_mesh(cfg, checkpoint.stored_bytes(ckpt), data=1)
-        _, model = checkpoint.load_model(ckpt, mesh=mesh)
+        _, model = checkpoint.load_model(ckpt, mesh=mesh,
+                                         scan_layers=placement.scans_layers(mesh))
     engine = Engine(decode.for_decoding(model), mesh, slots=FLAGS.slots)
     engine.eos = ()  # every answer runs to its budget
     requests = workload(processor)

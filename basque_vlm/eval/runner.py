@@ -50,11 +50,12 @@ class Generator:
         """``batch_size`` rows decode at once (the engine's slots); ``param_dtype`` casts the
         weights; ``mesh`` (default: `infer.placement.decode_mesh`'s choice) places them;
         ``batching`` is ``inflight`` or ``static``; ``overrides`` change how the model computes
-        (``dtype``, ``scan_layers``)."""
+        (``dtype``, ``scan_layers``: by default `infer.placement.scans_layers`)."""
         cfg = checkpoint.load_config(ckpt, **overrides)  # a clear error before the slow loads
         processor = checkpoint.load_processor(ckpt)
         if mesh is None:
             mesh = placement.decode_mesh(cfg, checkpoint.stored_bytes(ckpt, param_dtype))
+        overrides = {"scan_layers": placement.scans_layers(mesh), **overrides}
         cfg, model = checkpoint.load_model(ckpt, param_dtype, mesh, **overrides)
         self._set(model, processor, batch_size, mesh, batching)
 

@@ -63,6 +63,15 @@ def decode_mesh(cfg: VLMConfig, weight_bytes: int, *, data: int | None = None,
     return mesh
 
 
+def scans_layers(mesh: Mesh) -> bool:
+    """Whether a model decoding on ``mesh`` runs its layers with ``lax.scan`` by default: on
+    TPU, where one compiled layer keeps an 80-layer compile short. Elsewhere the layers run
+    unrolled, each with its own KV cache updated in place: a scan slices its layer's keys and
+    values out of the stacked cache and writes them back at every token, which on CPU made
+    16 × 576-token decode steps half as fast again."""
+    return mesh.devices.flat[0].platform == "tpu"
+
+
 def _mesh(devices: list[jax.Device], data: int | None, fsdp: int, tensor: int) -> Mesh:
     fixed = fsdp * tensor * (data or 1)
     if len(devices) % fixed or (data is not None and fixed != len(devices)):

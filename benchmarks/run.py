@@ -27,7 +27,7 @@ from absl import app, flags
 HERE = Path(__file__).resolve().parent
 flags.DEFINE_bool("quick", False, "smallest shapes, one repetition: a smoke run")
 flags.DEFINE_list("only", None, "benchmarks to run (default: all): train, decode, data, "
-                  "convert, inflight, eval, translate")
+                  "convert, load, inflight, eval, translate")
 flags.DEFINE_string("json", None, "write everything (the table and each benchmark's JSON) here")
 flags.DEFINE_integer("timeout_s", 3600, "per benchmark")
 FLAGS = flags.FLAGS
@@ -45,6 +45,7 @@ BENCHMARKS = {
     "data": (["data_pipeline.py", "--samples=2048"],
              ["data_pipeline.py", "--samples=128", "--records=64"]),
     "convert": (["convert_memory.py"], ["convert_memory.py", "--size_gb=0.25"]),
+    "load": (["load_memory.py"], ["load_memory.py", "--size_gb=0.25"]),
     "inflight": (["inflight_batching.py"],
                  ["inflight_batching.py", "--prompts=8", "--slots=4", "--longest=32",
                   "--reps=1"]),
@@ -99,6 +100,9 @@ def rows(name: str, r: dict[str, Any]) -> list[tuple[str, float | None, float | 
     elif name == "data":
         for setting, p in r["pipeline"].items():
             out.append((f"data samples/s ({setting})", p["samples_per_s"], None, ">= 150", ""))
+    elif name == "load":
+        out.append((f"load onto {r['mesh']['fsdp']} devices: loader peak RSS / largest tensor",
+                    r["loader_peak_over_largest_tensor"], None, f"<= {r['target']}", "x"))
     elif name == "inflight":
         out.append((f"in-flight batching tokens/s ({r['slots']} slots, answers "
                     "4-256 tokens; reference: static batches)", r["inflight_tokens_s"],

@@ -68,7 +68,7 @@ def test_global_batches_do_not_depend_on_process_count(demo_root, count):
     assert parts[0][0]["pixel_values"].shape[0] == data.global_batch_size // count
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])  # 2 worker processes: slower
 def test_restore_in_a_new_process_gives_the_same_next_batches(demo_root, tmp_path, workers):
     data = demo_config(demo_root, num_workers=workers).data
     stream = pipeline.build(data)

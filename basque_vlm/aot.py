@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from basque_vlm.infer import placement
@@ -199,4 +199,4 @@ def _decode(cfg: Any, devices: list, hbm: float) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("aot", _aot), flags_parser=cli.flags_parser("aot"))
+    cli.start("aot", _aot)

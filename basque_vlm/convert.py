@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import ml_dtypes
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from basque_vlm.hf import importer
 from basque_vlm.model.connector import CONNECTORS
@@ -114,4 +114,4 @@ def _convert() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main(PROG, _convert), flags_parser=cli.flags_parser(PROG))
+    cli.start(PROG, _convert)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from basque_vlm.data import pipeline, stats
@@ -37,4 +37,4 @@ def _stats() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("data_stats", _stats), flags_parser=cli.flags_parser("data_stats"))
+    cli.start("data_stats", _stats)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 
 from basque_vlm.data import download
 from basque_vlm.runtime import cli
@@ -53,5 +53,4 @@ def _download() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("download_images", _download),
-            flags_parser=cli.flags_parser("download_images"))
+    cli.start("download_images", _download)

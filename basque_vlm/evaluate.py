@@ -30,7 +30,7 @@ import os
 from pathlib import Path
 
 import jax
-from absl import app, flags
+from absl import flags
 
 from basque_vlm.eval import judge, lm_eval_tasks, protocols, report, runner, suite, tasks
 from basque_vlm.eval.api_model import ApiGenerator
@@ -165,4 +165,4 @@ def _evaluate() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("evaluate", _evaluate), flags_parser=cli.flags_parser("evaluate"))
+    cli.start("evaluate", _evaluate)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
 from basque_vlm.hf import shards, writer
 from basque_vlm.runtime import cli
@@ -60,4 +60,4 @@ def _export() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main(PROG, _export), flags_parser=cli.flags_parser(PROG))
+    cli.start(PROG, _export)

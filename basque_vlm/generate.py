@@ -14,7 +14,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from jax.sharding import Mesh
 
 from basque_vlm.data.image import open_image
@@ -79,4 +79,4 @@ def _generate() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("generate", _generate), flags_parser=cli.flags_parser("generate"))
+    cli.start("generate", _generate)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 
 from basque_vlm.data import sources, tables
 from basque_vlm.data.columns import ColumnMap
@@ -85,4 +85,4 @@ def _prepare() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("prepare_data", _prepare), flags_parser=cli.flags_parser("prepare_data"))
+    cli.start("prepare_data", _prepare)

@@ -17,7 +17,7 @@ each other by themselves: ``jax.distributed.initialize()`` is called with no arg
 from __future__ import annotations
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from basque_vlm.runtime import cli, distributed, paths
@@ -46,4 +46,4 @@ def _train() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("train", _train), flags_parser=cli.flags_parser("train"))
+    cli.start("train", _train)

@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from basque_vlm.datagen.translation_formats import KINDS
 from basque_vlm.infer import placement
@@ -148,4 +148,4 @@ def _translate() -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("translate", _translate), flags_parser=cli.flags_parser("translate"))
+    cli.start("translate", _translate)

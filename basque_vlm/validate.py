@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from basque_vlm.runtime import cli
 
@@ -144,4 +144,4 @@ def _main(command: str) -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("validate", _main, COMMANDS), flags_parser=cli.flags_parser("validate"))
+    cli.start("validate", _main, COMMANDS)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from basque_vlm.runtime import host_memory, paths
 
@@ -91,6 +91,11 @@ def main(prog: str, body: Callable[..., None], commands: Sequence[str] = ()
         run(prog, lambda: body(args[0]))
 
     return app_main
+
+
+def start(prog: str, body: Callable[..., None], commands: Sequence[str] = ()) -> None:
+    """Runs a CLI: ``absl.app.run`` with `main` and `flags_parser`."""
+    app.run(main(prog, body, commands), flags_parser=flags_parser(prog))
 
 
 def flags_parser(prog: str) -> Callable[[list[str]], list[str]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from basque_vlm.runtime import cli, paths
@@ -97,4 +97,4 @@ def _main(command: str) -> None:
 
 
 if __name__ == "__main__":
-    app.run(cli.main("sweep", _main, COMMANDS), flags_parser=cli.flags_parser("sweep"))
+    cli.start("sweep", _main, COMMANDS)

@@ -1,6 +1,7 @@
 """Decoding on a device mesh: the same greedy tokens on one device, on ``data × tensor`` and on
-``data × fsdp`` meshes, in static batches and in flight, with images and text only; weights read
-straight into their shards; a mesh that does not divide is one clear error."""
+``data × fsdp`` meshes, in static batches and in flight, with images and text only, with a
+prompt prefix they all share prefilled once; weights read straight into their shards; a mesh
+that does not divide is one clear error."""
 
 import jax
 import numpy as np
@@ -9,7 +10,7 @@ from jax.sharding import NamedSharding
 from PIL import Image
 
 from basque_vlm.infer import decode, placement
-from basque_vlm.infer.engine import Engine, Request
+from basque_vlm.infer.engine import Engine, Request, shared_prefix
 from basque_vlm.infer.prompts import chat_inputs
 from basque_vlm.store import checkpoint
 from basque_vlm.testing import checkpoints, tiny_models
@@ -54,6 +55,25 @@ def alone(ckpt, requests):
             for r in requests]
 
 
+@pytest.fixture(scope="module")
+def preambled(tmp_path_factory):
+    """A text model whose tokens hang on every position (larger weights, plain RoPE), prompts
+    that share a long instruction, as translation's do, and each prompt's tokens alone."""
+    root = tmp_path_factory.mktemp("preambled")
+    _, tokenizer = tiny_models.save_llama(root / "hf", initializer_range=0.3, rope_parameters={
+        "rope_type": "default", "rope_theta": 100.0})
+    ckpt = checkpoints.language_model(root / "hf", root / "ckpt")
+    preamble = "Translate from English into Basque. Keep names and numbers. " * 4
+    requests = [Request(chat_inputs(tokenizer, [preamble + p])["input_ids"][0], budget)
+                for p, budget in zip(PROMPTS, BUDGETS)]
+    _, model = checkpoint.load_model(ckpt)
+    model = decode.for_decoding(model)
+    alone = [decode.generate(model, r.input_ids[None], np.ones((1, len(r.input_ids))), None,
+                             max_new_tokens=r.max_new_tokens, eos_ids=())[0].tolist()
+             for r in requests]
+    return ckpt, requests, alone
+
+
 def engine_on(ckpt, data, fsdp, tensor, slots=2):
     cfg = checkpoint.load_config(ckpt)
     mesh = placement.decode_mesh(cfg, 0, data=data, fsdp=fsdp, tensor=tensor,
@@ -72,6 +92,27 @@ def test_every_mesh_and_batching_gives_the_tokens_of_each_prompt_alone(ckpt, req
     data, fsdp, tensor = MESHES.get(mesh, (1, 1, 1))
     engine, _ = engine_on(ckpt, data, fsdp, tensor)
     assert engine.generate(requests, batching) == alone
+
+
+@pytest.mark.parametrize("mesh", ["one_device", *MESHES])
+def test_a_shared_prefix_prefilled_once_gives_the_tokens_of_each_prompt_alone(preambled, mesh):
+    ckpt, requests, alone = preambled
+    assert shared_prefix([r.input_ids for r in requests], None, 16) >= 32
+    data, fsdp, tensor = MESHES.get(mesh, (1, 1, 1))
+    engine, _ = engine_on(ckpt, data, fsdp, tensor, slots=4)
+    assert engine.generate(requests, "inflight") == alone
+
+
+@pytest.mark.parametrize("prompts, image, expected", [
+    ([[1] * 40 + [2], [1] * 40 + [3]], None, 32),  # rounded down to a multiple of 16
+    ([[1] * 40 + [2], [1] * 17], None, 16),  # the shortest keeps its last token
+    ([[1] * 20 + [9] + [1] * 20, [1] * 20 + [9] + [1] * 21], 9, 16),  # not past an image
+    ([[1] * 10 + [9] + [1] * 30, [1] * 10 + [9] + [1] * 31], 9, 0),
+    ([[1] * 40 + [2], [2] * 40], None, 0),
+    ([[1] * 40], None, 0),  # one prompt: nothing to share
+])
+def test_the_shared_prefix(prompts, image, expected):
+    assert shared_prefix([np.asarray(p) for p in prompts], image, 16) == expected
 
 
 def test_weights_are_read_into_their_shards(ckpt):

@@ -5,12 +5,17 @@
 
 ``static``: the prompts in batches of ``slots`` rows (`decode.generate`); a batch runs until its
 longest answer ends. ``inflight`` (the default), as serving engines keep their chips busy: a KV
-cache of ``slots`` rows, each holding one prompt at a time from position 0. Each call decodes
-``sync_every`` tokens for every row; the host then collects the rows that ended and prefills the
-next prompts (right-padded to a length bucket, as many at once as there are free slots, in
-batches of whole row shards times a power of two) into their slots while the other rows keep
-their caches. Every row attends only to its own slots and
-is masked by its own length, so its tokens are those it gets decoded alone.
+cache of ``slots`` rows, each holding one prompt at a time from position 0. Each call decodes up
+to ``sync_every`` tokens for every row, and ends early when a row's answer ends while prompts
+wait for a slot; the host then collects the rows that ended and prefills the next prompts
+(right-padded to a length bucket, as many at once as there are free slots, in batches of whole
+row shards times a power of two) into their slots while the other rows keep their caches. Every
+row attends only to its own slots and is masked by its own length, so its tokens are those it
+gets decoded alone.
+
+Prompts that all begin with the same tokens (a system message, few-shot examples: translation's
+prompts share hundreds) have that prefix prefilled once: each prefill copies its keys and values
+into its rows and computes only the rest of each prompt, from the prefix's end.
 
 Every process of the mesh runs the same loop on the same requests (the tokens come back to every
 process, so they all take the same decisions); each builds only the image rows its own devices
@@ -55,8 +60,9 @@ class Engine:
     """Greedy decoding of a model placed on ``mesh`` (`store.checkpoint.load_model`)."""
 
     def __init__(self, model: VLM, mesh: Mesh, *, slots: int, sync_every: int = 8,
-                 length_multiple: int = 64):
+                 length_multiple: int = 64, prefix_multiple: int = 16):
         self.model, self.mesh = model, mesh
+        self.prefix_multiple = prefix_multiple
         self.group = sharding.row_shards(mesh)
         self.slots = -(-slots // self.group) * self.group  # whole row shards
         self.sync_every, self.length_multiple = sync_every, length_multiple
@@ -109,6 +115,10 @@ class Engine:
                   ) -> list[list[int]]:
         longest = max(len(r.input_ids) + r.max_new_tokens for r in requests) + self.sync_every
         state = _SlotState.empty(self.model, self.slots, _round_up(longest, self.length_multiple))
+        image_token = getattr(self.model.cfg, "image_token_id", None)
+        prefix = shared_prefix([r.input_ids for r in requests], image_token,
+                               self.prefix_multiple)
+        state.share_prefix(self, np.asarray(requests[0].input_ids[:prefix], np.int32))
         images = max(r.images for r in requests)  # image slots per row
         waiting = collections.deque(range(len(requests)))
         holder: list[int | None] = [None] * self.slots  # the request in each slot
@@ -143,7 +153,7 @@ class Engine:
                                   for h in holder], np.int32)
             if not remaining.any():
                 continue
-            for slot, row in enumerate(state.decode(self, remaining)):
+            for slot, row in enumerate(state.decode(self, remaining, refill=bool(waiting))):
                 for token in row:
                     if holder[slot] is None:
                         break
@@ -159,14 +169,35 @@ class Engine:
         return self.group * 2 ** (shards.bit_length() - 1)
 
 
+def shared_prefix(prompts: Sequence[np.ndarray], image_token: int | None, multiple: int) -> int:
+    """How many leading tokens every prompt shares and can prefill once: their common prefix,
+    cut before an image placeholder (image features differ from prompt to prompt) and before
+    the shortest prompt's last token (each prefill needs a token of its own to predict from),
+    rounded down to a multiple of ``multiple`` (so that few prefix lengths compile); 0 for a
+    single prompt."""
+    if len(prompts) < 2:
+        return 0
+    first = np.asarray(prompts[0])
+    common = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        differs = np.flatnonzero(np.asarray(p[:common]) != first[:common])
+        common = int(differs[0]) if len(differs) else common
+    if image_token is not None:
+        images = np.flatnonzero(first[:common] == image_token)
+        common = int(images[0]) if len(images) else common
+    return common // multiple * multiple
+
+
 @dataclasses.dataclass
 class _SlotState:
     """The device side of in-flight batching: the KV cache of every slot, each slot's last token
-    (not yet in the cache) and its position (where that token goes)."""
+    (not yet in the cache) and its position (where that token goes), and the keys and values
+    of the prefix every prompt shares (None: none)."""
 
     cache: object
     tokens: jax.Array
     positions: jax.Array
+    prefix: object = None
 
     @classmethod
     def empty(cls, model: VLM, slots: int, length: int) -> _SlotState:
@@ -174,17 +205,29 @@ class _SlotState:
         cache, tokens, positions = _empty(graphdef, state, slots=slots, length=length)
         return cls(cache, tokens, positions)
 
+    @property
+    def prefix_length(self) -> int:
+        return 0 if self.prefix is None else jax.tree.leaves(self.prefix)[0].shape[-2]
+
+    def share_prefix(self, engine: Engine, ids: np.ndarray) -> None:
+        """Prefills ``ids``, the tokens every prompt begins with, once (nothing when empty)."""
+        if not len(ids):
+            return
+        graphdef, state = nnx.split(engine.model)
+        self.prefix = _prefix(graphdef, state, decode._rows_on_mesh(engine.mesh, ids[None], 1))
+
     def prefill(self, engine: Engine, group: list[Request], slots: list[int], rows: int,
                 images: int) -> list[int]:
-        """Prefills ``group`` into ``slots`` (a batch of ``rows``, padded); returns each prompt's
-        first generated token."""
+        """Prefills ``group`` into ``slots`` (a batch of ``rows``, padded) from the end of the
+        shared prefix; returns each prompt's first generated token."""
         mesh = engine.mesh
-        length = _round_up(max(len(r.input_ids) for r in group), engine.length_multiple)
+        start = self.prefix_length
+        length = _round_up(max(len(r.input_ids) for r in group) - start, engine.length_multiple)
         ids = np.full((rows, length), engine.pad_id, np.int32)
         lengths = np.ones(rows, np.int32)
         for row, request in enumerate(group):
-            ids[row, :len(request.input_ids)] = request.input_ids
-            lengths[row] = len(request.input_ids)
+            ids[row, :len(request.input_ids) - start] = request.input_ids[start:]
+            lengths[row] = len(request.input_ids) - start
         target = np.full(rows, engine.slots, np.int32)  # out of range: padding rows dropped
         target[:len(group)] = slots
         pixels = None
@@ -195,20 +238,20 @@ class _SlotState:
         place = functools.partial(decode._rows_on_mesh, mesh, rows=rows)
         graphdef, state = nnx.split(engine.model)
         self.cache, self.tokens, self.positions, first = _prefill(
-            graphdef, state, self.cache, self.tokens, self.positions, place(ids),
+            graphdef, state, self.cache, self.tokens, self.positions, self.prefix, place(ids),
             place(lengths), pixels, jnp.asarray(target), images_per_row=images)
         return np.asarray(first)[:len(group)].tolist()
 
-    def decode(self, engine: Engine, remaining: np.ndarray) -> np.ndarray:
+    def decode(self, engine: Engine, remaining: np.ndarray, refill: bool) -> np.ndarray:
         """Up to ``sync_every`` tokens for every slot that may make ``remaining`` more
-        (``[slots, sync_every]``): fewer once every such slot has ended its answer; free slots
-        stay as they are."""
+        (``[slots, steps]``): fewer once every such slot has ended its answer, or (``refill``:
+        prompts are waiting for a slot) once one has; free slots stay as they are."""
         graphdef, state = nnx.split(engine.model)
-        self.cache, self.tokens, self.positions, out = _decode(
+        self.cache, self.tokens, self.positions, out, steps = _decode(
             graphdef, state, self.cache, self.tokens, self.positions,
-            decode._rows_on_mesh(engine.mesh, remaining, len(remaining)),
+            decode._rows_on_mesh(engine.mesh, remaining, len(remaining)), jnp.asarray(refill),
             steps=engine.sync_every, eos_ids=engine.eos)
-        return np.asarray(out)
+        return np.asarray(out)[:, :int(steps)]
 
 
 def _group_pixels(mesh: Mesh, group: list[Request], rows: int, images: int,
@@ -244,52 +287,81 @@ def _empty(graphdef, state, *, slots: int, length: int):
     return _layer_caches(lm, init_cache(lm.cfg, slots, length)), zeros, zeros
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _prefix(graphdef, state, input_ids):
+    """The keys and values of ``input_ids`` ``[R, P]`` (the same prompt prefix in every row)."""
+    lm = nnx.merge(graphdef, state).language_model
+    rows, length = input_ids.shape
+    positions = jnp.broadcast_to(jnp.arange(length), (rows, length))
+    _, cache = lm(lm.embed(input_ids), positions, jnp.ones((rows, length), bool),
+                  _layer_caches(lm, init_cache(lm.cfg, rows, length)), 0)
+    return cache
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "images_per_row"),
                    donate_argnames=("cache", "tokens", "positions"))
-def _prefill(graphdef, state, cache, tokens, positions, input_ids, lengths, pixel_values,
-             target, *, images_per_row: int):
-    """Prefills right-padded prompts ``[G, T]`` and writes their keys and values into rows
-    ``target`` of ``cache`` (positions ``0..T-1``); an out-of-range target drops its row."""
+def _prefill(graphdef, state, cache, tokens, positions, prefix, input_ids, lengths,
+             pixel_values, target, *, images_per_row: int):
+    """Prefills right-padded prompts ``[G, T]`` that follow the ``P`` tokens of ``prefix`` (keys
+    and values, any number of identical rows; None: ``P = 0``) and writes the keys and values of
+    all ``P + T`` positions into rows ``target`` of ``cache``; an out-of-range target drops its
+    row."""
     model = nnx.merge(graphdef, state)
     lm = model.language_model
     rows, length = input_ids.shape
-    valid = jnp.arange(length)[None] < lengths[:, None]
-    positions_in = jnp.broadcast_to(jnp.arange(length), (rows, length))
+    start = 0 if prefix is None else jax.tree.leaves(prefix)[0].shape[-2]
+    valid = jnp.arange(start + length)[None] < (start + lengths)[:, None]
+    positions_in = jnp.broadcast_to(start + jnp.arange(length), (rows, length))
     x = (model.embed(input_ids, pixel_values, images_per_row) if pixel_values is not None
          else lm.embed(input_ids))
-    fresh = _layer_caches(lm, init_cache(lm.cfg, rows, length))
-    hidden, fresh = lm(x, positions_in, valid, fresh, 0)
+    fresh = _layer_caches(lm, init_cache(lm.cfg, rows, start + length))
+    if prefix is not None:
+        fresh = jax.tree.map(_with_prefix, fresh, prefix)
+    hidden, fresh = lm(x, positions_in, valid, fresh, start)
     last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)[:, 0]
     first = jnp.argmax(lm.logits(last).astype(jnp.float32), axis=-1).astype(jnp.int32)
     cache = jax.tree.map(lambda c, f: _insert(c, f, target), cache, fresh)
     tokens = tokens.at[target].set(first, mode="drop")
-    positions = positions.at[target].set(lengths, mode="drop")
+    positions = positions.at[target].set(start + lengths, mode="drop")
     return cache, tokens, positions, sharding.constrain(first, (None,))
 
 
+def _with_prefix(fresh: jax.Array, prefix: jax.Array) -> jax.Array:
+    """``fresh`` keys or values ``[G, KVH, P + T, D]`` (``[L, G, ...]`` stacked) with the first
+    row of ``prefix`` (``[R, KVH, P, D]``) in positions ``0..P-1`` of every row."""
+    rows = fresh.ndim - 4
+    first = jax.lax.slice_in_dim(prefix, 0, 1, axis=rows)
+    shape = (*fresh.shape[:-2], prefix.shape[-2], fresh.shape[-1])
+    return jax.lax.dynamic_update_slice_in_dim(
+        fresh, jnp.broadcast_to(first, shape).astype(fresh.dtype), 0, fresh.ndim - 2)
+
+
 def _insert(cache: jax.Array, fresh: jax.Array, target: jax.Array) -> jax.Array:
-    """``fresh`` keys or values ``[G, T, ...]`` (``[L, G, T, ...]`` stacked) into rows
+    """``fresh`` keys or values ``[G, KVH, T, D]`` (``[L, G, ...]`` stacked) into rows
     ``target`` of ``cache``, positions ``0..T-1``."""
-    length = fresh.shape[-3]
-    if cache.ndim == 5:  # stacked layers: [L, slots, S, KVH, D]
-        return cache.at[:, target, :length].set(fresh, mode="drop")
-    return cache.at[target, :length].set(fresh, mode="drop")
+    length = fresh.shape[-2]
+    if cache.ndim == 5:  # stacked layers: [L, slots, KVH, S, D]
+        return cache.at[:, target, :, :length].set(fresh, mode="drop")
+    return cache.at[target, :, :length].set(fresh, mode="drop")
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "steps", "eos_ids"),
                    donate_argnames=("cache", "tokens", "positions"))
-def _decode(graphdef, state, cache, tokens, positions, remaining, *, steps: int,
+def _decode(graphdef, state, cache, tokens, positions, remaining, refill, *, steps: int,
             eos_ids: tuple[int, ...]):
     """Up to ``steps`` greedy tokens for every row with ``remaining`` ones to make, each at its
-    own position; a row stops at an end-of-turn token or its last one, the loop when all have."""
+    own position; a row stops at an end-of-turn token or its last one, the loop when all have
+    (or, with ``refill``, when one has: its slot can take the next prompt). Returns the tokens
+    ``[rows, steps]`` and how many steps ran."""
     lm = nnx.merge(graphdef, state).language_model
-    length = jax.tree.leaves(cache)[0].shape[-3]
+    length = jax.tree.leaves(cache)[0].shape[-2]
     key_slots = jnp.arange(length)
     eos = jnp.asarray(eos_ids, jnp.int32)
 
     def cond(carry):
         i, *_, going = carry
-        return (i < steps) & jnp.any(going)
+        freed = jnp.any((remaining > 0) & ~going)
+        return (i < steps) & jnp.any(going) & ~(refill & freed)
 
     def body(carry):
         i, cache, token, position, left, out, going = carry
@@ -305,5 +377,6 @@ def _decode(graphdef, state, cache, tokens, positions, remaining, *, steps: int,
 
     out = jnp.zeros((tokens.shape[0], steps), jnp.int32)
     carry = (0, cache, tokens, positions, remaining, out, remaining > 0)
-    _, cache, tokens, positions, _, out, _ = jax.lax.while_loop(cond, body, carry)
-    return cache, tokens, positions, sharding.constrain(out, (None, None))
+    i, cache, tokens, positions, _, out, _ = jax.lax.while_loop(cond, body, carry)
+    out, i = sharding.constrain(out, (None, None)), sharding.constrain(i, ())
+    return cache, tokens, positions, out, i

@@ -1,7 +1,8 @@
 """Scaled dot-product attention with grouped KV heads: the XLA reference, a blocked causal
 variant, and two fused kernels.
 
-- ``xla``: `dot_product_attention`, the reference (any platform, any mask, KV-cache decoding).
+- ``xla``: `dot_product_attention`, the reference (any platform, any mask); `cached_attention`,
+  its form for a KV cache (decoding).
 - ``blocked``: causal self-attention a block of queries at a time, each block over the keys up to
   its last query (`blocked_attention`; XLA, any platform).
 - ``splash``: Pallas splash attention on TPU (causal or full, padding as segment ids).
@@ -51,6 +52,28 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
     return out.reshape(b, t, h, d)
+
+
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                     scale: float) -> jax.Array:
+    """`dot_product_attention` over a KV cache: ``q: [B, T, H, D]``, ``k, v: [B, KVH, S, D]``
+    (a cache's layout: each KV head's slots contiguous), ``mask: [B, T, S]``.
+
+    One query per row on CPU (a decode step) is a multiply-and-sum over the slots: XLA's CPU
+    matmuls of ``[H/KVH, D] × [D, S]`` per row and head read the cache at a third of the speed.
+    """
+    b, t, h, d = q.shape
+    kv_heads = k.shape[1]
+    q = q.reshape(b, t, kv_heads, h // kv_heads, d)
+    if t == 1 and target_platform() == "cpu":
+        scores = (q[:, 0, :, :, None, :] * k[:, :, None]).sum(-1, dtype=jnp.float32)
+        scores = jnp.where(mask[:, 0, None, None], scores * scale, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, KVH, G, S]
+        return (probs[..., None] * v[:, :, None]).sum(3).reshape(b, 1, h, d)
+    scores = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgts,bksd->btkgd", probs, v).reshape(b, t, h, d)
 
 
 def decoder_mask(kv_valid: jax.Array, query_slots: jax.Array) -> jax.Array:

@@ -14,7 +14,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from basque_vlm.model import sharding
-from basque_vlm.model.attention import decoder_mask, dot_product_attention, self_attention
+from basque_vlm.model.attention import cached_attention, decoder_mask, self_attention
 from basque_vlm.model.layers import Linear, RMSNorm, normal, param, run_layers, stack_layers
 
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -171,7 +171,7 @@ class Attention(nnx.Module):
         return tuple(jnp.split(qkv, [self.num_heads, self.num_heads + kv_heads], axis=-2))
 
     def __call__(self, x, positions, inv_freq, kv_valid, cache, offset):
-        """``cache`` is None (keys are ``x`` itself) or ``{"k", "v": [B, S, KVH, D]}`` that gets
+        """``cache`` is None (keys are ``x`` itself) or ``{"k", "v": [B, KVH, S, D]}`` that gets
         this call's keys at slot ``offset`` (a scalar, or ``[B]``: each row its own slot, as
         in-flight batching decodes); returns ``(out, updated cache or None)``."""
         q, k, v = self.project(x)
@@ -188,8 +188,8 @@ class Attention(nnx.Module):
                                                                                  ("v", v))}
             slots = jnp.asarray(offset)[..., None] + jnp.arange(x.shape[1])
             mask = decoder_mask(kv_valid, slots)
-            out = dot_product_attention(q, cache["k"].astype(q.dtype),
-                                        cache["v"].astype(q.dtype), mask, self.scale)
+            out = cached_attention(q, cache["k"].astype(q.dtype), cache["v"].astype(q.dtype),
+                                   mask, self.scale)
         return self.o_proj(out), cache
 
 
@@ -287,32 +287,32 @@ class Llama(nnx.Module):
         return out.reshape(*hidden.shape[:-1], -1)
 
 
-CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")  # of one layer's keys or values
+CACHE_AXES = ("batch", "kv_heads", "length", "head_dim")  # of one layer's keys or values
 
 
 def write_cache(cache: jax.Array, new: jax.Array, offset: jax.Array | int) -> jax.Array:
-    """``cache: [B, S, KVH, D]`` with ``new: [B, T, KVH, D]`` written from slot ``offset`` (a
+    """``cache: [B, KVH, S, D]`` with ``new: [B, T, KVH, D]`` written from slot ``offset`` (a
     scalar, or ``[B]``: a slot per row)."""
-    new = new.astype(cache.dtype)
+    new = new.astype(cache.dtype).transpose(0, 2, 1, 3)
     if jnp.ndim(offset) == 0:
-        cache = jax.lax.dynamic_update_slice_in_dim(cache, new, offset, 1)
+        cache = jax.lax.dynamic_update_slice_in_dim(cache, new, offset, 2)
     else:
-        cache = jax.vmap(lambda c, n, o: jax.lax.dynamic_update_slice_in_dim(c, n, o, 0))(
+        cache = jax.vmap(lambda c, n, o: jax.lax.dynamic_update_slice_in_dim(c, n, o, 1))(
             cache, new, offset)
     return sharding.constrain(cache, CACHE_AXES)
 
 
 def init_cache(cfg: LlamaConfig, batch: int, length: int, dtype=None) -> dict[str, jax.Array]:
-    """Zeros ``{"k", "v": [L, B, S, KVH, D]}``: rows over the mesh's ``data`` (and ``fsdp``), KV
+    """Zeros ``{"k", "v": [L, B, KVH, S, D]}``: rows over the mesh's ``data`` (and ``fsdp``), KV
     heads over ``tensor``, as the logical rules place them."""
-    shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+    shape = (cfg.num_layers, batch, cfg.num_kv_heads, length, cfg.head_dim)
     dtype = dtype or cfg.dtype
     return {name: sharding.constrain(jnp.zeros(shape, dtype), ("layers", *CACHE_AXES))
             for name in ("k", "v")}
 
 
 def unstack_cache(cache: dict[str, jax.Array]) -> list[dict[str, jax.Array]]:
-    """Per-layer caches ``{"k", "v": [B, S, KVH, D]}``: a decode loop updates each in place,
+    """Per-layer caches ``{"k", "v": [B, KVH, S, D]}``: a decode loop updates each in place,
     where slicing a stacked cache would copy it at every step."""
     return [{name: sharding.constrain(a[i], CACHE_AXES) for name, a in cache.items()}
             for i in range(cache["k"].shape[0])]

@@ -6,6 +6,7 @@ that does not divide is one clear error."""
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 from jax.sharding import NamedSharding
 from PIL import Image
 
@@ -121,6 +122,18 @@ def test_weights_are_read_into_their_shards(ckpt):
     assert isinstance(q.sharding, NamedSharding)
     assert q.sharding.spec[2] == "tensor"
     assert {s.data.shape[2] for s in q.addressable_shards} == {q.shape[2] // 2}
+
+
+@pytest.mark.parametrize("dtype", [None, "bfloat16"])
+def test_weights_read_into_their_shards_hold_the_stored_values(ckpt, dtype):
+    """Split over the mesh as they are read, the weights are those read whole, cast when
+    asked."""
+    mesh = placement.decode_mesh(checkpoint.load_config(ckpt), 0, fsdp=4, tensor=2)
+    _, placed = checkpoint.load_model(ckpt, dtype, mesh=mesh)
+    _, whole = checkpoint.load_model(ckpt, dtype)
+    for got, want in zip(jax.tree.leaves(nnx.state(placed)), jax.tree.leaves(nnx.state(whole))):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_in_flight_refills_slots_as_rows_end(ckpt, requests, alone):

@@ -6,12 +6,12 @@
 ``static``: the prompts in batches of ``slots`` rows (`decode.generate`); a batch runs until its
 longest answer ends. ``inflight`` (the default), as serving engines keep their chips busy: a KV
 cache of ``slots`` rows, each holding one prompt at a time from position 0. Each call decodes up
-to ``sync_every`` tokens for every row, and ends early when a row's answer ends while prompts
-wait for a slot; the host then collects the rows that ended and prefills the next prompts
-(right-padded to a length bucket, as many at once as there are free slots, in batches of whole
-row shards times a power of two) into their slots while the other rows keep their caches. Every
-row attends only to its own slots and is masked by its own length, so its tokens are those it
-gets decoded alone.
+to ``sync_every`` tokens for every row, and ends early once a quarter of the rows have ended
+their answers while prompts wait for a slot; the host then collects the rows that ended and
+prefills the next prompts (right-padded to a length bucket, as many at once as there are free
+slots, in batches of whole row shards times a power of two) into their slots while the other
+rows keep their caches. Every row attends only to its own slots and is masked by its own length,
+so its tokens are those it gets decoded alone.
 
 Prompts that all begin with the same tokens (a system message, few-shot examples: translation's
 prompts share hundreds) have that prefix prefilled once: each prefill copies its keys and values
@@ -60,12 +60,18 @@ class Engine:
     """Greedy decoding of a model placed on ``mesh`` (`store.checkpoint.load_model`)."""
 
     def __init__(self, model: VLM, mesh: Mesh, *, slots: int, sync_every: int = 8,
-                 length_multiple: int = 64, prefix_multiple: int = 16):
+                 length_multiple: int = 64, prefill_multiple: int = 16):
+        """``length_multiple`` rounds the cache's length and static batches' prompts;
+        ``prefill_multiple`` (which divides it) the prompts and shared prefixes of in-flight
+        prefills, which are many and short."""
         self.model, self.mesh = model, mesh
-        self.prefix_multiple = prefix_multiple
         self.group = sharding.row_shards(mesh)
         self.slots = -(-slots // self.group) * self.group  # whole row shards
+        # Slots that end a decode call early once free while prompts wait: prefills of a
+        # quarter of the slots keep most rows busy and amortize each call.
+        self.refill_at = max(self.group, self.slots // 4)
         self.sync_every, self.length_multiple = sync_every, length_multiple
+        self.prefill_multiple = prefill_multiple
         self.eos = tuple(model.cfg.eos_token_ids)
         cfg = model.cfg
         self.pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else (
@@ -117,7 +123,7 @@ class Engine:
         state = _SlotState.empty(self.model, self.slots, _round_up(longest, self.length_multiple))
         image_token = getattr(self.model.cfg, "image_token_id", None)
         prefix = shared_prefix([r.input_ids for r in requests], image_token,
-                               self.prefix_multiple)
+                               self.prefill_multiple)
         state.share_prefix(self, np.asarray(requests[0].input_ids[:prefix], np.int32))
         images = max(r.images for r in requests)  # image slots per row
         waiting = collections.deque(range(len(requests)))
@@ -153,7 +159,8 @@ class Engine:
                                   for h in holder], np.int32)
             if not remaining.any():
                 continue
-            for slot, row in enumerate(state.decode(self, remaining, refill=bool(waiting))):
+            refill = min(len(waiting), self.refill_at)
+            for slot, row in enumerate(state.decode(self, remaining, refill)):
                 for token in row:
                     if holder[slot] is None:
                         break
@@ -222,7 +229,8 @@ class _SlotState:
         shared prefix; returns each prompt's first generated token."""
         mesh = engine.mesh
         start = self.prefix_length
-        length = _round_up(max(len(r.input_ids) for r in group) - start, engine.length_multiple)
+        length = _round_up(max(len(r.input_ids) for r in group) - start,
+                           engine.prefill_multiple)
         ids = np.full((rows, length), engine.pad_id, np.int32)
         lengths = np.ones(rows, np.int32)
         for row, request in enumerate(group):
@@ -242,14 +250,15 @@ class _SlotState:
             place(lengths), pixels, jnp.asarray(target), images_per_row=images)
         return np.asarray(first)[:len(group)].tolist()
 
-    def decode(self, engine: Engine, remaining: np.ndarray, refill: bool) -> np.ndarray:
+    def decode(self, engine: Engine, remaining: np.ndarray, refill: int) -> np.ndarray:
         """Up to ``sync_every`` tokens for every slot that may make ``remaining`` more
-        (``[slots, steps]``): fewer once every such slot has ended its answer, or (``refill``:
-        prompts are waiting for a slot) once one has; free slots stay as they are."""
+        (``[slots, steps]``): fewer once every such slot has ended its answer, or once
+        ``refill`` of them have (0: never), so that waiting prompts take their slots; free
+        slots stay as they are."""
         graphdef, state = nnx.split(engine.model)
         self.cache, self.tokens, self.positions, out, steps = _decode(
             graphdef, state, self.cache, self.tokens, self.positions,
-            decode._rows_on_mesh(engine.mesh, remaining, len(remaining)), jnp.asarray(refill),
+            decode._rows_on_mesh(engine.mesh, remaining, len(remaining)), jnp.int32(refill),
             steps=engine.sync_every, eos_ids=engine.eos)
         return np.asarray(out)[:, :int(steps)]
 
@@ -351,7 +360,7 @@ def _decode(graphdef, state, cache, tokens, positions, remaining, refill, *, ste
             eos_ids: tuple[int, ...]):
     """Up to ``steps`` greedy tokens for every row with ``remaining`` ones to make, each at its
     own position; a row stops at an end-of-turn token or its last one, the loop when all have
-    (or, with ``refill``, when one has: its slot can take the next prompt). Returns the tokens
+    or when ``refill`` have (> 0: their slots can take waiting prompts). Returns the tokens
     ``[rows, steps]`` and how many steps ran."""
     lm = nnx.merge(graphdef, state).language_model
     length = jax.tree.leaves(cache)[0].shape[-2]
@@ -360,8 +369,8 @@ def _decode(graphdef, state, cache, tokens, positions, remaining, refill, *, ste
 
     def cond(carry):
         i, *_, going = carry
-        freed = jnp.any((remaining > 0) & ~going)
-        return (i < steps) & jnp.any(going) & ~(refill & freed)
+        freed = jnp.sum((remaining > 0) & ~going)
+        return (i < steps) & jnp.any(going) & ~((refill > 0) & (freed >= refill))
 
     def body(carry):
         i, cache, token, position, left, out, going = carry

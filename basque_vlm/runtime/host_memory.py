@@ -8,18 +8,40 @@ its whole temporary buffer in again: 880,000 faults and 15% of the ~100M step's 
 the demo model's step on one device. `keep_freed_memory` serves every thread from the one main
 heap and never hands its free top back to the kernel, so the next step reuses the same pages.
 The price: the process keeps its peak heap, which it needs again at every step anyway.
+
+Reading a checkpoint is the opposite case: Orbax's reader threads allocate and free buffers of
+a tensor's size, and glibc, having raised its ``mmap`` threshold past their size, serves them
+from arenas whose freed pages it keeps: loading a 2 GB checkpoint onto 8 devices kept 1.2 GB
+beyond the weights, 2.9 times its largest tensor, though Orbax's reads were bounded to twice
+that tensor. `returned_on_free` maps such buffers on their own while it lasts, so that each goes
+back to the kernel when freed: 1.55 times.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
+from collections.abc import Iterator
 
 # mallopt(3) parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
+MMAP_THRESHOLD_MAX = 32 * 2 ** 20  # the highest glibc's own adjustment takes it (64-bit)
+
+
+@functools.cache
+def _mallopt():
+    """glibc's ``mallopt``, or None where the C library is another."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return mallopt
 
 
 @functools.cache
@@ -27,12 +49,22 @@ def keep_freed_memory() -> bool:
     """One arena, no ``mmap``-backed chunks, no trimming: freed memory stays for reuse. Call it
     before threads first allocate (before JAX starts its CPU client). False where the C library
     is not glibc (nothing changes there)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    mallopt = _mallopt()
     # -1 as the trim threshold turns trimming off (mallopt(3)).
-    return all(mallopt(param, value) == 1 for param, value in
-               ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)))
+    return mallopt is not None and all(mallopt(param, value) == 1 for param, value in (
+        (M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1)))
+
+
+@contextlib.contextmanager
+def returned_on_free(threshold: int = 64 * 2 ** 10) -> Iterator[None]:
+    """While it lasts, blocks of ``threshold`` bytes or more get their own ``mmap`` and go back
+    to the kernel when freed; afterwards the threshold is glibc's ceiling (its own adjustment,
+    which this turns off, would have raised it there)."""
+    mallopt = _mallopt()
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, threshold)
+    try:
+        yield
+    finally:
+        if mallopt is not None:
+            mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)

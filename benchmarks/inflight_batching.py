@@ -6,9 +6,11 @@ it (the end-of-turn stop is off, so an answer's length is its budget). ``static`
 of ``--slots`` prompts, each until its longest answer ends; ``inflight`` refills a slot as soon
 as its answer ends. Both must give every prompt the same tokens. Generated tokens per second come
 from the median of ``--reps`` timed runs, interleaved, after an untimed one (which compiles).
-The last stdout line is JSON.
+The last stdout line is JSON. Eight prompts per slot by default: the answers that start last run
+on alone while the other slots empty, and with fewer prompts that tail is most of the run (an
+`evaluate` run has hundreds of prompts per slot).
 
-    python benchmarks/inflight_batching.py [--prompts=32] [--slots=8] [--reps=3]
+    python benchmarks/inflight_batching.py [--prompts=64] [--slots=8] [--reps=2]
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from basque_vlm.runtime import cli
 from basque_vlm.store import checkpoint
 from basque_vlm.testing import checkpoints, smollm2
 
-flags.DEFINE_integer("prompts", 32, "prompts answered per run")
+flags.DEFINE_integer("prompts", 64, "prompts answered per run")
 flags.DEFINE_integer("slots", 8, "decode slots (static: rows per batch)")
 flags.DEFINE_integer("shortest", 4, "the shortest answer budget")
 flags.DEFINE_integer("longest", 256, "the longest answer budget")
-flags.DEFINE_integer("reps", 3, "timed runs per batching")
+flags.DEFINE_integer("reps", 2, "timed runs per batching")
 FLAGS = flags.FLAGS
 TOPICS = ("the sea", "Bilbao", "a red bicycle", "bread", "the mountains", "a cat", "winter",
           "a library")

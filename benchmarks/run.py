@@ -104,8 +104,8 @@ def rows(name: str, r: dict[str, Any]) -> list[tuple[str, float | None, float | 
         out.append((f"load onto {r['mesh']['fsdp']} devices: loader peak RSS / largest tensor",
                     r["loader_peak_over_largest_tensor"], None, f"<= {r['target']}", "x"))
     elif name == "inflight":
-        out.append((f"in-flight batching tokens/s ({r['slots']} slots, answers "
-                    "4-256 tokens; reference: static batches)", r["inflight_tokens_s"],
+        out.append((f"in-flight batching tokens/s ({r['prompts']} prompts, {r['slots']} slots, "
+                    "answers 4-256 tokens; reference: static batches)", r["inflight_tokens_s"],
                     r["static_tokens_s"], ">= 1.5x", ""))
     elif name == "eval":
         out.append((f"evaluate samples/s, batch {r['batch']} (reference: transformers "

@@ -6,8 +6,8 @@
 ``static``: the prompts in batches of ``slots`` rows (`decode.generate`); a batch runs until its
 longest answer ends. ``inflight`` (the default), as serving engines keep their chips busy: a KV
 cache of ``slots`` rows, each holding one prompt at a time from position 0. Each call decodes up
-to ``sync_every`` tokens for every row, and ends early once a quarter of the rows have ended
-their answers while prompts wait for a slot; the host then collects the rows that ended and
+to ``sync_every`` tokens for every row, and ends early once a row has ended its answer while
+prompts wait for a slot; the host then collects the rows that ended and
 prefills the next prompts (right-padded to a length bucket, as many at once as there are free
 slots, in batches of whole row shards times a power of two) into their slots while the other
 rows keep their caches. Every row attends only to its own slots and is masked by its own length,
@@ -67,9 +67,6 @@ class Engine:
         self.model, self.mesh = model, mesh
         self.group = sharding.row_shards(mesh)
         self.slots = -(-slots // self.group) * self.group  # whole row shards
-        # Slots that end a decode call early once free while prompts wait: prefills of a
-        # quarter of the slots keep most rows busy and amortize each call.
-        self.refill_at = max(self.group, self.slots // 4)
         self.sync_every, self.length_multiple = sync_every, length_multiple
         self.prefill_multiple = prefill_multiple
         self.eos = tuple(model.cfg.eos_token_ids)
@@ -159,8 +156,7 @@ class Engine:
                                   for h in holder], np.int32)
             if not remaining.any():
                 continue
-            refill = min(len(waiting), self.refill_at)
-            for slot, row in enumerate(state.decode(self, remaining, refill)):
+            for slot, row in enumerate(state.decode(self, remaining, refill=bool(waiting))):
                 for token in row:
                     if holder[slot] is None:
                         break
@@ -250,15 +246,14 @@ class _SlotState:
             place(lengths), pixels, jnp.asarray(target), images_per_row=images)
         return np.asarray(first)[:len(group)].tolist()
 
-    def decode(self, engine: Engine, remaining: np.ndarray, refill: int) -> np.ndarray:
+    def decode(self, engine: Engine, remaining: np.ndarray, refill: bool) -> np.ndarray:
         """Up to ``sync_every`` tokens for every slot that may make ``remaining`` more
-        (``[slots, steps]``): fewer once every such slot has ended its answer, or once
-        ``refill`` of them have (0: never), so that waiting prompts take their slots; free
-        slots stay as they are."""
+        (``[slots, steps]``): fewer once every such slot has ended its answer, or (``refill``:
+        prompts wait for a slot) once one has; free slots stay as they are."""
         graphdef, state = nnx.split(engine.model)
         self.cache, self.tokens, self.positions, out, steps = _decode(
             graphdef, state, self.cache, self.tokens, self.positions,
-            decode._rows_on_mesh(engine.mesh, remaining, len(remaining)), jnp.int32(refill),
+            decode._rows_on_mesh(engine.mesh, remaining, len(remaining)), jnp.asarray(refill),
             steps=engine.sync_every, eos_ids=engine.eos)
         return np.asarray(out)[:, :int(steps)]
 
@@ -360,7 +355,7 @@ def _decode(graphdef, state, cache, tokens, positions, remaining, refill, *, ste
             eos_ids: tuple[int, ...]):
     """Up to ``steps`` greedy tokens for every row with ``remaining`` ones to make, each at its
     own position; a row stops at an end-of-turn token or its last one, the loop when all have
-    or when ``refill`` have (> 0: their slots can take waiting prompts). Returns the tokens
+    (or, with ``refill``, when one has: its slot can take a waiting prompt). Returns the tokens
     ``[rows, steps]`` and how many steps ran."""
     lm = nnx.merge(graphdef, state).language_model
     length = jax.tree.leaves(cache)[0].shape[-2]
@@ -369,8 +364,8 @@ def _decode(graphdef, state, cache, tokens, positions, remaining, refill, *, ste
 
     def cond(carry):
         i, *_, going = carry
-        freed = jnp.sum((remaining > 0) & ~going)
-        return (i < steps) & jnp.any(going) & ~((refill > 0) & (freed >= refill))
+        freed = jnp.any((remaining > 0) & ~going)
+        return (i < steps) & jnp.any(going) & ~(refill & freed)
 
     def body(carry):
         i, cache, token, position, left, out, going = carry

@@ -7,11 +7,11 @@
 longest answer ends. ``inflight`` (the default), as serving engines keep their chips busy: a KV
 cache of ``slots`` rows, each holding one prompt at a time from position 0. Each call decodes up
 to ``sync_every`` tokens for every row, and ends early once a row has ended its answer while
-prompts wait for a slot; the host then collects the rows that ended and
-prefills the next prompts (right-padded to a length bucket, as many at once as there are free
-slots, in batches of whole row shards times a power of two) into their slots while the other
-rows keep their caches. Every row attends only to its own slots and is masked by its own length,
-so its tokens are those it gets decoded alone.
+prompts wait for a slot; the host then collects the rows that ended and prefills the next
+prompts (right-padded to a length bucket, as many at once as there are free slots, in batches of
+whole row shards times a power of two) into their slots while the other rows keep their caches.
+Every row attends only to its own slots and is masked by its own length, so its tokens are those
+it gets decoded alone.
 
 Prompts that all begin with the same tokens (a system message, few-shot examples: translation's
 prompts share hundreds) have that prefix prefilled once: each prefill copies its keys and values

@@ -37,20 +37,22 @@ KV_NAMES = ("batch", "length", "kv_heads", "head_dim")
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
-                          scale: float) -> jax.Array:
-    """``q: [B, T, H, D]``, ``k, v: [B, S, KVH, D]``, ``mask: [B, T, S]`` (True = attend) or None.
+                          scale: float, *, heads_first: bool = False) -> jax.Array:
+    """``q: [B, T, H, D]``, ``k, v: [B, S, KVH, D]`` (``[B, KVH, S, D]`` with ``heads_first``, a
+    KV cache's layout), ``mask: [B, T, S]`` (True = attend) or None.
 
     Scores and softmax in float32; a query with no key to attend to (a left pad) gets a uniform
     distribution rather than NaN, as in transformers.
     """
     b, t, h, d = q.shape
-    kv_heads = k.shape[2]
+    kv_heads = k.shape[1 if heads_first else 2]
+    keys = "bksd" if heads_first else "bskd"
     q = q.reshape(b, t, kv_heads, h // kv_heads, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
+    scores = jnp.einsum(f"btkgd,{keys}->bkgts", q, k, preferred_element_type=jnp.float32) * scale
     if mask is not None:
         scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    out = jnp.einsum(f"bkgts,{keys}->btkgd", probs, v)
     return out.reshape(b, t, h, d)
 
 
@@ -63,17 +65,14 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
     matmuls of ``[H/KVH, D] × [D, S]`` per row and head read the cache at a third of the speed.
     """
     b, t, h, d = q.shape
+    if t > 1 or target_platform() != "cpu":
+        return dot_product_attention(q, k, v, mask, scale, heads_first=True)
     kv_heads = k.shape[1]
-    q = q.reshape(b, t, kv_heads, h // kv_heads, d)
-    if t == 1 and target_platform() == "cpu":
-        scores = (q[:, 0, :, :, None, :] * k[:, :, None]).sum(-1, dtype=jnp.float32)
-        scores = jnp.where(mask[:, 0, None, None], scores * scale, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, KVH, G, S]
-        return (probs[..., None] * v[:, :, None]).sum(3).reshape(b, 1, h, d)
-    scores = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) * scale
-    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkgts,bksd->btkgd", probs, v).reshape(b, t, h, d)
+    q = q.reshape(b, kv_heads, h // kv_heads, d)
+    scores = (q[:, :, :, None, :] * k[:, :, None]).sum(-1, dtype=jnp.float32)
+    scores = jnp.where(mask[:, 0, None, None], scores * scale, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, KVH, G, S]
+    return (probs[..., None] * v[:, :, None]).sum(3).reshape(b, 1, h, d)
 
 
 def decoder_mask(kv_valid: jax.Array, query_slots: jax.Array) -> jax.Array:

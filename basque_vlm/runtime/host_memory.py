@@ -9,12 +9,12 @@ the demo model's step on one device. `keep_freed_memory` serves every thread fro
 heap and never hands its free top back to the kernel, so the next step reuses the same pages.
 The price: the process keeps its peak heap, which it needs again at every step anyway.
 
-Reading a checkpoint is the opposite case: Orbax's reader threads allocate and free buffers of
-a tensor's size, and glibc, having raised its ``mmap`` threshold past their size, serves them
-from arenas whose freed pages it keeps: loading a 2 GB checkpoint onto 8 devices kept 1.2 GB
-beyond the weights, 2.9 times its largest tensor, though Orbax's reads were bounded to twice
-that tensor. `returned_on_free` maps such buffers on their own while it lasts, so that each goes
-back to the kernel when freed: 1.55 times.
+Reading a checkpoint is the opposite case: TensorStore's reader threads allocate and free
+buffers of a chunk's size, and glibc, having raised its ``mmap`` threshold past their size,
+serves them from arenas whose freed pages it keeps (with Orbax's own restore, loading a 2 GB
+checkpoint onto 8 devices kept 1.2 GB beyond the weights, 2.9 times its largest tensor).
+`returned_on_free` maps such buffers on their own while it lasts, so that each goes back to the
+kernel when freed.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ from jax.sharding import Mesh
 
 from basque_vlm.model import sharding
 from basque_vlm.model.vlm import VLM, VLMConfig
-from basque_vlm.runtime import host_memory, paths
+from basque_vlm.runtime import paths
+from basque_vlm.store import shard_reader
 
 FORMAT = "basque_vlm"
 CONFIG_FILE = "config.json"
@@ -178,17 +179,7 @@ def _restore(path: epath.Path, target: Any | None, dtype: Any = None) -> dict[st
         target = jax.tree.map(
             lambda t, stored: t if isinstance(t, jax.ShapeDtypeStruct) else jax.ShapeDtypeStruct(
                 stored.shape, dtype or stored.dtype, sharding=t), target, leaves)
-        # Orbax reads up to 96 GB at once by default: the whole model would pass through host
-        # memory. Bounded by twice the largest tensor (a read is counted in whole chunks, in the
-        # wider of the stored and the target dtype), a tensor or two are in flight at a time,
-        # and their buffers go back to the kernel once read (`host_memory.returned_on_free`).
-        largest = max(math.prod(s.shape) * max(np.dtype(s.dtype).itemsize,
-                                               np.dtype(t.dtype).itemsize)
-                      for s, t in zip(jax.tree.leaves(leaves), jax.tree.leaves(target)))
-        handler = ocp.StandardCheckpointHandler(restore_concurrent_gb=(2 * largest + 2 ** 20)
-                                                / 1e9)
-        with host_memory.returned_on_free(), ocp.Checkpointer(handler) as ckptr:
-            return ckptr.restore(path, args=ocp.args.StandardRestore(target))
+        return shard_reader.read_placed(epath.Path(path), target)
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), leaves)
     with ocp.PyTreeCheckpointer() as ckptr:
         return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))

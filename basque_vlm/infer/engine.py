@@ -6,10 +6,11 @@
 ``static``: the prompts in batches of ``slots`` rows (`decode.generate`); a batch runs until its
 longest answer ends. ``inflight`` (the default), as serving engines keep their chips busy: a KV
 cache of ``slots`` rows, each holding one prompt at a time from position 0. Each call decodes up
-to ``sync_every`` tokens for every row, and ends early once a row has ended its answer while
-prompts wait for a slot; the host then collects the rows that ended and prefills the next
-prompts (right-padded to a length bucket, as many at once as there are free slots, in batches of
-whole row shards times a power of two) into their slots while the other rows keep their caches.
+to ``sync_every`` tokens for every row, and ends early once enough rows have ended their answers
+while prompts wait for a slot (one for long answers, up to every slot for a word or two:
+`refill_batch`); the host then collects the rows that ended and prefills the next prompts
+(right-padded to a length bucket, as many at once as there are free slots, in batches of whole
+row shards times a power of two) into their slots while the other rows keep their caches.
 Every row attends only to its own slots and is masked by its own length, so its tokens are those
 it gets decoded alone.
 
@@ -60,15 +61,17 @@ class Engine:
     """Greedy decoding of a model placed on ``mesh`` (`store.checkpoint.load_model`)."""
 
     def __init__(self, model: VLM, mesh: Mesh, *, slots: int, sync_every: int = 8,
-                 length_multiple: int = 64, prefill_multiple: int = 16):
+                 length_multiple: int = 64, prefill_multiple: int = 16,
+                 refill_rows: int | None = None):
         """``length_multiple`` rounds the cache's length and static batches' prompts;
         ``prefill_multiple`` (which divides it) the prompts and shared prefixes of in-flight
-        prefills, which are many and short."""
+        prefills, which are many and short. ``refill_rows``: how many free slots an in-flight
+        prefill waits for (None: chosen from the answers' lengths, `refill_batch`)."""
         self.model, self.mesh = model, mesh
         self.group = sharding.row_shards(mesh)
         self.slots = -(-slots // self.group) * self.group  # whole row shards
         self.sync_every, self.length_multiple = sync_every, length_multiple
-        self.prefill_multiple = prefill_multiple
+        self.prefill_multiple, self.refill_rows = prefill_multiple, refill_rows
         self.eos = tuple(model.cfg.eos_token_ids)
         cfg = model.cfg
         self.pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else (
@@ -127,10 +130,13 @@ class Engine:
         holder: list[int | None] = [None] * self.slots  # the request in each slot
         out: list[list[int]] = [[] for _ in requests]
         done = 0
+        # The answers' tokens: their lengths once ended, their budgets until then.
+        expected = sum(r.max_new_tokens for r in requests)
 
         def finish(slot: int) -> None:
-            nonlocal done
-            holder[slot] = None
+            nonlocal done, expected
+            i, holder[slot] = holder[slot], None
+            expected -= requests[i].max_new_tokens - len(out[i])
             done += 1
             progress(done)
 
@@ -143,7 +149,10 @@ class Engine:
 
         while waiting or any(h is not None for h in holder):
             free = [s for s in range(self.slots) if holder[s] is None]
-            while waiting and free:
+            batch = min(self.refill_rows or refill_batch(self.slots, expected / len(requests)),
+                        len(waiting))
+            busy = len(free) < self.slots
+            while waiting and free and (len(free) >= batch or not busy):
                 rows = self._prefill_rows(min(len(free), len(waiting)))
                 group = [waiting.popleft() for _ in range(min(rows, len(free), len(waiting)))]
                 slots, free = free[:len(group)], free[len(group):]
@@ -151,12 +160,14 @@ class Engine:
                 for slot, i, token in zip(slots, group, first):
                     holder[slot] = i
                     take(slot, token)
+                busy = True
             # tokens each slot may still make: 0 for a free one
             remaining = np.array([0 if h is None else requests[h].max_new_tokens - len(out[h])
                                   for h in holder], np.int32)
             if not remaining.any():
                 continue
-            for slot, row in enumerate(state.decode(self, remaining, refill=bool(waiting))):
+            ending = max(0, batch - (self.slots - int((remaining > 0).sum()))) if waiting else 0
+            for slot, row in enumerate(state.decode(self, remaining, ending)):
                 for token in row:
                     if holder[slot] is None:
                         break
@@ -170,6 +181,18 @@ class Engine:
         once."""
         shards = max(1, waiting // self.group)
         return self.group * 2 ** (shards.bit_length() - 1)
+
+
+def refill_batch(slots: int, answer_length: float) -> int:
+    """How many free slots an in-flight prefill waits for, given the answers' mean length (the
+    engine's estimate: the ended answers' lengths and the others' budgets). A prefill call
+    costs about one decode step (a pass over the weights) beyond its rows' own work, while each
+    slot left free wastes 1/``slots`` of every step until the batch is full. Waiting for ``k``
+    slots, freed at ``slots / answer_length`` per step, wastes about ``k² · answer_length /
+    (2 · slots²)`` steps and saves ``k - 1`` calls: worth it up to ``k = 2 · slots² /
+    answer_length``. Short answers (VQA) refill whole batches; long ones (free text) one row at
+    a time."""
+    return max(1, min(slots, round(2 * slots ** 2 / max(answer_length, 1.0))))
 
 
 def shared_prefix(prompts: Sequence[np.ndarray], image_token: int | None, multiple: int) -> int:
@@ -246,14 +269,15 @@ class _SlotState:
             place(lengths), pixels, jnp.asarray(target), images_per_row=images)
         return np.asarray(first)[:len(group)].tolist()
 
-    def decode(self, engine: Engine, remaining: np.ndarray, refill: bool) -> np.ndarray:
+    def decode(self, engine: Engine, remaining: np.ndarray, refill: int) -> np.ndarray:
         """Up to ``sync_every`` tokens for every slot that may make ``remaining`` more
-        (``[slots, steps]``): fewer once every such slot has ended its answer, or (``refill``:
-        prompts wait for a slot) once one has; free slots stay as they are."""
+        (``[slots, steps]``): fewer once every such slot has ended its answer, or once
+        ``refill`` of them have (0: never; prompts wait for that many slots); free slots stay
+        as they are."""
         graphdef, state = nnx.split(engine.model)
         self.cache, self.tokens, self.positions, out, steps = _decode(
             graphdef, state, self.cache, self.tokens, self.positions,
-            decode._rows_on_mesh(engine.mesh, remaining, len(remaining)), jnp.asarray(refill),
+            decode._rows_on_mesh(engine.mesh, remaining, len(remaining)), jnp.int32(refill),
             steps=engine.sync_every, eos_ids=engine.eos)
         return np.asarray(out)[:, :int(steps)]
 
@@ -355,7 +379,7 @@ def _decode(graphdef, state, cache, tokens, positions, remaining, refill, *, ste
             eos_ids: tuple[int, ...]):
     """Up to ``steps`` greedy tokens for every row with ``remaining`` ones to make, each at its
     own position; a row stops at an end-of-turn token or its last one, the loop when all have
-    (or, with ``refill``, when one has: its slot can take a waiting prompt). Returns the tokens
+    (or when ``refill`` > 0 of them have: their slots can take waiting prompts). Returns the tokens
     ``[rows, steps]`` and how many steps ran."""
     lm = nnx.merge(graphdef, state).language_model
     length = jax.tree.leaves(cache)[0].shape[-2]
@@ -364,8 +388,8 @@ def _decode(graphdef, state, cache, tokens, positions, remaining, refill, *, ste
 
     def cond(carry):
         i, *_, going = carry
-        freed = jnp.any((remaining > 0) & ~going)
-        return (i < steps) & jnp.any(going) & ~(refill & freed)
+        freed = jnp.sum((remaining > 0) & ~going)
+        return (i < steps) & jnp.any(going) & ~((refill > 0) & (freed >= refill))
 
     def body(carry):
         i, cache, token, position, left, out, going = carry

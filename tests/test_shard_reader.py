@@ -51,6 +51,9 @@ def test_reads_every_shard_as_stored(tmp_path, mesh, stored_as, specs):
         np.testing.assert_array_equal(np.asarray(array), value)
         for shard in array.addressable_shards:
             np.testing.assert_array_equal(np.asarray(shard.data), value[shard.index])
+        # replicated shards too: a buffer donated on one device must not change another's
+        buffers = {shard.data.unsafe_buffer_pointer() for shard in array.addressable_shards}
+        assert len(buffers) == len(array.addressable_shards)
 
 
 def test_casts_to_the_wanted_dtype(tmp_path, mesh):

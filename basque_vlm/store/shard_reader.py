@@ -73,7 +73,10 @@ def read_tensor(spec: dict[str, Any], stored_dtype: np.dtype, want: jax.ShapeDty
     for bounds, on in devices.items():
         host = host_buffer([stop - start for start, stop in bounds], np.dtype(want.dtype))
         ts.array(host).write(store[tuple(slice(*b) for b in bounds)]).result()
-        shards += [jax.device_put(host, device) for device in on]
+        first = jax.device_put(host, on[0])
+        # Other devices with the same shard get copies: a buffer donated on one device must not
+        # be another's.
+        shards += [first, *(jax.device_put(first, device) for device in on[1:])]
     return jax.make_array_from_single_device_arrays(want.shape, want.sharding, shards)
 
 

@@ -10,7 +10,7 @@ decodes the first chunk (a whole-tensor chunk: all of it) into that cache; each 
 copied from the cache into a buffer of its own, which becomes the device's buffer, and the cache
 is dropped with the tensor. The host holds one tensor and one shard at most; on CPU, where the
 device adopts the shard's buffer, one tensor: 1.13 times the largest tensor beyond the weights
-on that 2 GB checkpoint, in 3.3 s (`benchmarks/load_memory.py`).
+on that 2 GB checkpoint, in 3.3–3.9 s (`benchmarks/load_memory.py`).
 
 A tensor stored in chunks of its shards (a training checkpoint) reads the same way; each shard
 then reads its own chunks, and only the first chunk passes through the cache.

@@ -27,6 +27,10 @@ def save(path: epath.Path, tree) -> epath.Path:
     return path
 
 
+def read(path: epath.Path, target):
+    return shard_reader.read_placed(path, ocp.PyTreeCheckpointHandler().metadata(path), target)
+
+
 def target(mesh, specs, dtype=None):
     return jax.tree.map(lambda v, spec: jax.ShapeDtypeStruct(
         np.shape(v), dtype or v.dtype, sharding=NamedSharding(mesh, spec)), VALUES, specs)
@@ -44,7 +48,7 @@ def test_reads_every_shard_as_stored(tmp_path, mesh, stored_as, specs):
     tree = VALUES if stored_as == "whole" else jax.tree.map(
         lambda v, t: jax.device_put(v, t.sharding), VALUES, target(mesh, SPLIT))
     path = save(epath.Path(tmp_path) / "params", tree)
-    got = shard_reader.read_placed(path, target(mesh, specs))
+    got = read(path, target(mesh, specs))
     for value, array, want in zip(jax.tree.leaves(VALUES), jax.tree.leaves(got),
                                   jax.tree.leaves(target(mesh, specs))):
         assert array.sharding == want.sharding and array.dtype == want.dtype
@@ -58,7 +62,7 @@ def test_reads_every_shard_as_stored(tmp_path, mesh, stored_as, specs):
 
 def test_casts_to_the_wanted_dtype(tmp_path, mesh):
     path = save(epath.Path(tmp_path) / "params", VALUES)
-    got = shard_reader.read_placed(path, target(mesh, SPLIT, ml_dtypes.bfloat16))
+    got = read(path, target(mesh, SPLIT, ml_dtypes.bfloat16))
     for value, array in zip(jax.tree.leaves(VALUES), jax.tree.leaves(got)):
         np.testing.assert_array_equal(np.asarray(array), np.asarray(value).astype(
             ml_dtypes.bfloat16))
@@ -69,7 +73,7 @@ def test_a_shape_that_differs_names_the_tensor(tmp_path, mesh):
     want = target(mesh, SPLIT)
     want["embed"] = jax.ShapeDtypeStruct((8, 16), np.float32, sharding=want["embed"].sharding)
     with pytest.raises(ValueError, match=r"embed is stored as \(8, 12\), not \(8, 16\)"):
-        shard_reader.read_placed(path, want)
+        read(path, want)
 
 
 def test_host_buffers_are_adopted_by_cpu_devices():

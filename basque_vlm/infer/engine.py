@@ -151,8 +151,7 @@ class Engine:
             free = [s for s in range(self.slots) if holder[s] is None]
             batch = min(self.refill_rows or refill_batch(self.slots, expected / len(requests)),
                         len(waiting))
-            busy = len(free) < self.slots
-            while waiting and free and (len(free) >= batch or not busy):
+            while waiting and free and (len(free) >= batch or len(free) == self.slots):
                 rows = self._prefill_rows(min(len(free), len(waiting)))
                 group = [waiting.popleft() for _ in range(min(rows, len(free), len(waiting)))]
                 slots, free = free[:len(group)], free[len(group):]
@@ -160,7 +159,6 @@ class Engine:
                 for slot, i, token in zip(slots, group, first):
                     holder[slot] = i
                     take(slot, token)
-                busy = True
             # tokens each slot may still make: 0 for a free one
             remaining = np.array([0 if h is None else requests[h].max_new_tokens - len(out[h])
                                   for h in holder], np.int32)

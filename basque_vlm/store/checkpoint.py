@@ -174,12 +174,13 @@ def _restore(path: epath.Path, target: Any | None, dtype: Any = None) -> dict[st
     """Placed as ``target`` (see `load_params`), or without one as host (numpy) arrays: a tree
     saved from sharded arrays (training) does not restore onto other devices without a
     target."""
-    leaves = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path)).tree
+    metadata = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path))
+    leaves = metadata.tree
     if target is not None:
         target = jax.tree.map(
             lambda t, stored: t if isinstance(t, jax.ShapeDtypeStruct) else jax.ShapeDtypeStruct(
                 stored.shape, dtype or stored.dtype, sharding=t), target, leaves)
-        return shard_reader.read_placed(epath.Path(path), target)
+        return shard_reader.read_placed(epath.Path(path), metadata, target)
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), leaves)
     with ocp.PyTreeCheckpointer() as ckptr:
         return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))

@@ -34,21 +34,21 @@ from basque_vlm.runtime import host_memory
 CACHE_SLACK = 2 ** 20  # the cache's own bookkeeping beside the chunk it holds
 
 
-def read_placed(path: epath.Path, target: Any) -> Any:
-    """The Orbax PyTree checkpoint at ``path``, placed as ``target`` (a tree of
+def read_placed(path: epath.Path, metadata: Any, target: Any) -> Any:
+    """The Orbax PyTree checkpoint at ``path`` (its ``metadata``, as Orbax's
+    ``PyTreeCheckpointHandler`` reads it), placed as ``target`` (a tree of
     ``jax.ShapeDtypeStruct`` with shardings, shaped as stored). Only this process's shards are
     read."""
-    metadata = ocp.PyTreeCheckpointHandler().metadata(path)
     use_ocdbt = ocp.type_handlers.is_ocdbt_checkpoint(path)
     context = ocp.serialization.get_ts_context(use_ocdbt=use_ocdbt)
 
     def read(stored: Any, want: jax.ShapeDtypeStruct) -> jax.Array:
-        info = ocp.type_handlers.ParamInfo(name=stored.name, parent_dir=epath.Path(
-            stored.directory), use_zarr3=metadata.use_zarr3, ts_context=context)
-        spec = ocp.type_handlers.get_json_tspec_read(info, use_ocdbt=use_ocdbt)
         if tuple(stored.shape) != tuple(want.shape):
             raise ValueError(f"{path}: {stored.name} is stored as {tuple(stored.shape)}, "
                              f"not {tuple(want.shape)} as the model expects")
+        info = ocp.type_handlers.ParamInfo(name=stored.name, parent_dir=epath.Path(
+            stored.directory), use_zarr3=metadata.use_zarr3, ts_context=context)
+        spec = ocp.type_handlers.get_json_tspec_read(info, use_ocdbt=use_ocdbt)
         return read_tensor(spec, np.dtype(stored.dtype), want, context)
 
     with host_memory.returned_on_free():

@@ -149,10 +149,11 @@ def test_in_flight_refills_slots_as_rows_end(ckpt, requests, alone, refill_rows)
 
 
 @pytest.mark.parametrize("slots, answer_length, rows", [
-    (16, 9.0, 16),   # VQA: a word or two; prefills wait for a whole batch
-    (16, 64.0, 8),
+    (16, 9.0, 8),    # VQA: a word or two; prefills wait for half the slots
+    (16, 64.0, 3),
     (8, 130.0, 1),   # free text: each slot refilled as soon as it frees
     (16, 0.0, 16),
+    (4, 1.0, 4),
 ])
 def test_refill_batch_grows_as_answers_shorten(slots, answer_length, rows):
     assert refill_batch(slots, answer_length) == rows

@@ -7,12 +7,13 @@
 longest answer ends. ``inflight`` (the default), as serving engines keep their chips busy: a KV
 cache of ``slots`` rows, each holding one prompt at a time from position 0. Each call decodes up
 to ``sync_every`` tokens for every row, and ends early once enough rows have ended their answers
-while prompts wait for a slot (one for long answers, about half the slots for a few words:
-`refill_batch`); the host then collects the rows that ended and prefills the next prompts
-(right-padded to a length bucket, as many at once as there are free slots, in batches of whole
-row shards times a power of two) into their slots while the other rows keep their caches.
-Every row attends only to its own slots and is masked by its own length, so its tokens are those
-it gets decoded alone.
+while prompts wait for a slot (one for long answers, a few for short ones: `refill_batch`);
+the host then collects the rows that ended and prefills the next prompts (right-padded to a
+length bucket, as many at once as there are free slots, in batches of whole row shards times a
+power of two) into their slots. The same pass makes the next token of every busy row: the
+layers see the prompts' tokens and the busy rows' side by side (`llama.Packed`), so the
+weights are read once for both. Every row attends only to its own slots and is masked by its
+own length, so its tokens are those it gets decoded alone.
 
 Prompts that all begin with the same tokens (a system message, few-shot examples: translation's
 prompts share hundreds) have that prefix prefilled once: each prefill copies its keys and values
@@ -40,7 +41,7 @@ from jax.sharding import Mesh
 from basque_vlm.infer import decode
 from basque_vlm.infer.prompts import left_padded
 from basque_vlm.model import sharding
-from basque_vlm.model.llama import init_cache, unstack_cache
+from basque_vlm.model.llama import Packed, init_cache, pack, unpack, unstack_cache
 from basque_vlm.model.vlm import VLM
 
 BATCHING = ("inflight", "static")
@@ -160,11 +161,15 @@ class Engine:
             while waiting and free and (len(free) >= batch or len(free) == self.slots):
                 rows = self._prefill_rows(min(len(free), len(waiting)))
                 group = [waiting.popleft() for _ in range(min(rows, len(free), len(waiting)))]
-                slots, free = free[:len(group)], free[len(group):]
-                first = state.prefill(self, [requests[i] for i in group], slots, rows, images)
-                for slot, i, token in zip(slots, group, first):
+                busy = np.array([h is not None for h in holder])
+                first, stepped = state.prefill(self, [requests[i] for i in group],
+                                               free[:len(group)], rows, images, busy)
+                for slot in np.flatnonzero(busy):
+                    take(slot, int(stepped[slot]))
+                for slot, i, token in zip(free, group, first):
                     holder[slot] = i
                     take(slot, token)
+                free = [s for s in range(self.slots) if holder[s] is None]
             # tokens each slot may still make: 0 for a free one
             remaining = np.array([0 if h is None else requests[h].max_new_tokens - len(out[h])
                                   for h in holder], np.int32)
@@ -187,17 +192,24 @@ class Engine:
         return self.group * 2 ** (shards.bit_length() - 1)
 
 
+# What a prefill call costs beyond its rows' own work, in decode steps. Its pass also makes
+# the busy rows' next tokens, so the extra is its fixed cost less the decode step it saves
+# (measured on CPU: 8 rows prefilled alone 439 ms, with a step of 16 busy rows 463 ms, a step
+# alone 60 ms; and 4 slots a refill was the fastest of 2, 4, 8 and 16 on VQA's answers).
+REFILL_COST = 1 / 3
+
+
 def refill_batch(slots: int, answer_length: float) -> int:
     """How many free slots an in-flight prefill waits for, given the answers' mean length ``L``
     (the engine's estimate: the ended answers' lengths and the others' budgets). A prefill call
-    costs about one decode step (a pass over the weights) beyond its rows' own work, while a
-    free slot wastes 1/``slots`` of every step until it is refilled. Slots free at about
-    ``slots / L`` per step, so waiting for ``k`` of them wastes ``k² · L / (2 · slots²)`` steps
-    per call; over ``N`` prompts (``N / k`` calls) the total, ``N / k + N · k · L / (2 ·
-    slots²)``, is least at ``k = slots · sqrt(2 / L)``. Free text (long answers) refills a slot
-    at a time; VQA's answers of 7-16 tokens on 16 slots, 6-8 at a time (measured: 52 decode
-    steps instead of 60 when whole batches waited)."""
-    return max(1, min(slots, round(slots * math.sqrt(2 / max(answer_length, 1.0)))))
+    costs `REFILL_COST` decode steps beyond its rows' own work, while a free slot wastes
+    1/``slots`` of every step until it is refilled. Slots free at about ``slots / L`` per step,
+    so waiting for ``k`` of them wastes ``k² · L / (2 · slots²)`` steps per call; over ``N``
+    prompts (``N / k`` calls) the total, ``N · REFILL_COST / k + N · k · L / (2 · slots²)``, is
+    least at ``k = slots · sqrt(2 · REFILL_COST / L)``: a slot at a time for free text (long
+    answers), 4 at a time for VQA's answers of 7-16 tokens on 16 slots."""
+    k = slots * math.sqrt(2 * REFILL_COST / max(answer_length, 1.0))
+    return max(1, min(slots, round(k)))
 
 
 def shared_prefix(prompts: Sequence[np.ndarray], image_token: int | None, multiple: int) -> int:
@@ -244,12 +256,14 @@ class _SlotState:
         """Prefills ``ids``, the tokens every prompt begins with, once (nothing when empty)."""
         if not len(ids):
             return
-        self.prefix = _prefix(engine.graphdef, engine.state, decode._rows_on_mesh(engine.mesh, ids[None], 1))
+        self.prefix = _prefix(engine.graphdef, engine.state,
+                              decode._rows_on_mesh(engine.mesh, ids[None], 1))
 
     def prefill(self, engine: Engine, group: list[Request], slots: list[int], rows: int,
-                images: int) -> list[int]:
+                images: int, busy: np.ndarray) -> tuple[list[int], np.ndarray]:
         """Prefills ``group`` into ``slots`` (a batch of ``rows``, padded) from the end of the
-        shared prefix; returns each prompt's first generated token."""
+        shared prefix and, in the same pass, decodes a token for every ``busy`` slot; returns
+        each prompt's first token and every slot's new one (meaningless where not busy)."""
         mesh = engine.mesh
         start = self.prefix_length
         length = _round_up(max(len(r.input_ids) for r in group) - start,
@@ -267,10 +281,12 @@ class _SlotState:
             pixels = _group_pixels(mesh, group, rows, images,
                                    (v.num_channels, v.image_size, v.image_size))
         place = functools.partial(decode._rows_on_mesh, mesh, rows=rows)
-        self.cache, self.tokens, self.positions, first = _prefill(
-            engine.graphdef, engine.state, self.cache, self.tokens, self.positions, self.prefix, place(ids),
-            place(lengths), pixels, jnp.asarray(target), images_per_row=images)
-        return np.asarray(first)[:len(group)].tolist()
+        self.cache, self.tokens, self.positions, first, stepped = _prefill(
+            engine.graphdef, engine.state, self.cache, self.tokens, self.positions,
+            decode._rows_on_mesh(mesh, busy, len(busy)), self.prefix, place(ids),
+            place(lengths), pixels, jnp.asarray(target), images_per_row=images,
+            groups=engine.group)
+        return np.asarray(first)[:len(group)].tolist(), np.asarray(stepped)
 
     def decode(self, engine: Engine, remaining: np.ndarray, refill: int) -> np.ndarray:
         """Up to ``sync_every`` tokens for every slot that may make ``remaining`` more
@@ -328,32 +344,66 @@ def _prefix(graphdef, state, input_ids):
     return cache
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "images_per_row"),
+@functools.partial(jax.jit, static_argnames=("graphdef", "images_per_row", "groups"),
                    donate_argnames=("cache", "tokens", "positions"))
-def _prefill(graphdef, state, cache, tokens, positions, prefix, input_ids, lengths,
-             pixel_values, target, *, images_per_row: int):
+def _prefill(graphdef, state, cache, tokens, positions, busy, prefix, input_ids, lengths,
+             pixel_values, target, *, images_per_row: int, groups: int):
     """Prefills right-padded prompts ``[G, T]`` that follow the ``P`` tokens of ``prefix`` (keys
     and values, any number of identical rows; None: ``P = 0``) and writes the keys and values of
-    all ``P + T`` positions into rows ``target`` of ``cache``; an out-of-range target drops its
-    row."""
+    all ``P + T`` positions into rows ``target`` of ``cache`` (an out-of-range target drops its
+    row). In the same pass, every ``busy`` row of ``cache`` decodes its next token, as a step of
+    `_decode` would: the layers see both batches' tokens side by side (`llama.Packed`), so each
+    weight is read once for both."""
     model = nnx.merge(graphdef, state)
     lm = model.language_model
     rows, length = input_ids.shape
+    slots, slot_length = tokens.shape[0], jax.tree.leaves(cache)[0].shape[-2]
     start = 0 if prefix is None else jax.tree.leaves(prefix)[0].shape[-2]
     valid = jnp.arange(start + length)[None] < (start + lengths)[:, None]
-    positions_in = jnp.broadcast_to(start + jnp.arange(length), (rows, length))
+    prompt_positions = jnp.broadcast_to(start + jnp.arange(length), (rows, length))
     x = (model.embed(input_ids, pixel_values, images_per_row) if pixel_values is not None
          else lm.embed(input_ids))
     fresh = _layer_caches(lm, init_cache(lm.cfg, rows, start + length))
     if prefix is not None:
         fresh = jax.tree.map(_with_prefix, fresh, prefix)
-    hidden, fresh = lm(x, positions_in, valid, fresh, start)
-    last = jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)[:, 0]
-    first = jnp.argmax(lm.logits(last).astype(jnp.float32), axis=-1).astype(jnp.int32)
-    cache = jax.tree.map(lambda c, f: _insert(c, f, target), cache, fresh)
+    # A slot that is not busy (among them those the prompts go into) writes its meaningless
+    # keys at its last position, which no prompt reaches, not at its old one.
+    write_at = jnp.where(busy, positions, slot_length - 1)
+    slot_valid = jnp.arange(slot_length)[None] <= write_at[:, None]
+    packed = _packed_caches(fresh, cache, (valid, slot_valid), (start, write_at),
+                            ((rows, length), (slots, 1)), target)
+    hidden, packed = lm(pack([x, lm.embed(tokens[:, None])], groups),
+                        pack([prompt_positions, positions[:, None]], groups), None, packed)
+    prompts, steps = unpack(hidden, ((rows, length), (slots, 1)))
+    last = jnp.take_along_axis(prompts, (lengths - 1)[:, None, None], axis=1)[:, 0]
+    chosen = jnp.argmax(lm.logits(jnp.concatenate([last, steps[:, 0]])).astype(jnp.float32),
+                        axis=-1).astype(jnp.int32)
+    first, stepped = chosen[:rows], chosen[rows:]
+    cache = [p.caches[1] for p in packed] if isinstance(packed, list) else packed.caches[1]
+    tokens = jnp.where(busy, stepped, tokens)
+    positions = jnp.where(busy, jnp.minimum(positions + 1, slot_length - 1), positions)
     tokens = tokens.at[target].set(first, mode="drop")
     positions = positions.at[target].set(start + lengths, mode="drop")
-    return cache, tokens, positions, sharding.constrain(first, (None,))
+    return (cache, tokens, positions, sharding.constrain(first, (None,)),
+            sharding.constrain(stepped, (None,)))
+
+
+def _packed_caches(fresh, cache, kv_valid: tuple, offsets: tuple, shapes: tuple,
+                   target: jax.Array):
+    """`llama.Packed` caches of the prompts (``fresh``) and the slots (``cache``, which takes
+    the prompts' keys and values in rows ``target``): one per layer for unrolled layers,
+    stacked (masks, offsets and targets repeated per layer) for scanned ones."""
+    if isinstance(cache, list):
+        return [Packed((f, c), kv_valid, offsets, shapes, target)
+                for f, c in zip(fresh, cache)]
+    layers = jax.tree.leaves(cache)[0].shape[0]
+
+    def per_layer(a):
+        return jnp.broadcast_to(a, (layers, *jnp.shape(a)))
+
+    return Packed((fresh, cache), *(tuple(map(per_layer, arrays)) for arrays in (kv_valid,
+                                                                                  offsets)),
+                  shapes, per_layer(target))
 
 
 def _with_prefix(fresh: jax.Array, prefix: jax.Array) -> jax.Array:
@@ -364,15 +414,6 @@ def _with_prefix(fresh: jax.Array, prefix: jax.Array) -> jax.Array:
     shape = (*fresh.shape[:-2], prefix.shape[-2], fresh.shape[-1])
     return jax.lax.dynamic_update_slice_in_dim(
         fresh, jnp.broadcast_to(first, shape).astype(fresh.dtype), 0, fresh.ndim - 2)
-
-
-def _insert(cache: jax.Array, fresh: jax.Array, target: jax.Array) -> jax.Array:
-    """``fresh`` keys or values ``[G, KVH, T, D]`` (``[L, G, ...]`` stacked) into rows
-    ``target`` of ``cache``, positions ``0..T-1``."""
-    length = fresh.shape[-2]
-    if cache.ndim == 5:  # stacked layers: [L, slots, KVH, S, D]
-        return cache.at[:, target, :, :length].set(fresh, mode="drop")
-    return cache.at[target, :, :length].set(fresh, mode="drop")
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "steps", "eos_ids"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -171,9 +172,10 @@ class Attention(nnx.Module):
         return tuple(jnp.split(qkv, [self.num_heads, self.num_heads + kv_heads], axis=-2))
 
     def __call__(self, x, positions, inv_freq, kv_valid, cache, offset):
-        """``cache`` is None (keys are ``x`` itself) or ``{"k", "v": [B, KVH, S, D]}`` that gets
+        """``cache`` is None (keys are ``x`` itself), ``{"k", "v": [B, KVH, S, D]}`` that gets
         this call's keys at slot ``offset`` (a scalar, or ``[B]``: each row its own slot, as
-        in-flight batching decodes); returns ``(out, updated cache or None)``."""
+        in-flight batching decodes), or `Packed` (several batches' tokens side by side, each
+        with its own cache); returns ``(out, updated cache or None)``."""
         q, k, v = self.project(x)
         # The names let a remat policy (layers.REMAT_POLICIES) keep these activations (and
         # `self_attention` names its own).
@@ -183,14 +185,75 @@ class Attention(nnx.Module):
         if cache is None:
             out = self_attention(q, k, v, scale=self.scale, causal=True, kv_valid=kv_valid,
                                  implementation=self.implementation)
-        else:  # decoding into a KV cache: always the XLA reference
-            cache = {name: write_cache(cache[name], new, offset) for name, new in (("k", k),
-                                                                                 ("v", v))}
-            slots = jnp.asarray(offset)[..., None] + jnp.arange(x.shape[1])
-            mask = decoder_mask(kv_valid, slots)
-            out = cached_attention(q, cache["k"].astype(q.dtype), cache["v"].astype(q.dtype),
-                                   mask, self.scale)
+        elif isinstance(cache, Packed):
+            out, cache = cache.attend(q, k, v, self.scale)
+        else:
+            out, cache = attend_cached(q, k, v, cache, kv_valid, offset, self.scale)
         return self.o_proj(out), cache
+
+
+def attend_cached(q, k, v, cache, kv_valid, offset, scale):
+    """Attention of ``q`` over ``cache`` once ``k`` and ``v`` are written into it from slot
+    ``offset``: always the XLA reference (decoding)."""
+    cache = {name: write_cache(cache[name], new, offset) for name, new in (("k", k), ("v", v))}
+    mask = decoder_mask(kv_valid, jnp.asarray(offset)[..., None] + jnp.arange(q.shape[1]))
+    out = cached_attention(q, cache["k"].astype(q.dtype), cache["v"].astype(q.dtype), mask,
+                           scale)
+    return out, cache
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Packed:
+    """Several batches decoded in one pass, so that each weight is read once for all of them
+    (in-flight batching: prompts prefilled in the same pass as a decode step of the other
+    rows). Batch ``i`` has ``shapes[i] = (rows, length)``; the layers see the tokens of every
+    batch side by side, ``[G, N / G]`` for ``G`` row shards (`pack`), so that each row shard
+    keeps its own rows. Only attention tells the batches apart: batch ``i`` attends over
+    ``caches[i]`` (``{"k", "v"}``, one layer's or stacked), written from ``offsets[i]``, keys
+    masked by ``kv_valid[i]`` (all with a leading layer axis when the caches are stacked).
+    With ``into`` (``[rows of the first batch]``), the last batch's cache then takes the first
+    batch's keys and values in those rows (prompts prefilled into in-flight slots; out of range:
+    dropped), in the layer itself: a copy after the last layer would copy each cache whole."""
+
+    caches: tuple
+    kv_valid: tuple
+    offsets: tuple
+    shapes: tuple = dataclasses.field(metadata={"static": True})
+    into: jax.Array | None = None
+
+    def attend(self, q, k, v, scale):
+        outs, caches = [], []
+        for i, (q_i, k_i, v_i) in enumerate(zip(*(unpack(a, self.shapes) for a in (q, k, v)))):
+            cache = self.caches[i]
+            if self.into is not None and i == len(self.shapes) - 1:
+                # before this batch's own keys and its reads: an update after a read copies
+                cache = {name: c.at[self.into, :, :caches[0][name].shape[2]].set(
+                    caches[0][name], mode="drop") for name, c in cache.items()}
+            out, cache = attend_cached(q_i, k_i, v_i, cache, self.kv_valid[i], self.offsets[i],
+                                       scale)
+            outs.append(out)
+            caches.append(cache)
+        return pack(outs, q.shape[0]), dataclasses.replace(self, caches=tuple(caches))
+
+
+
+def unpack(packed: jax.Array, shapes: Sequence[tuple[int, int]]) -> list[jax.Array]:
+    """`pack`'s inverse: ``[G, N / G, ...]`` → each batch's ``[rows, length, ...]``."""
+    groups, out, start = packed.shape[0], [], 0
+    for rows, length in shapes:
+        width = rows // groups * length
+        part = jax.lax.slice_in_dim(packed, start, start + width, axis=1)
+        out.append(part.reshape(rows, length, *packed.shape[2:]))
+        start += width
+    return out
+
+
+def pack(batches: Sequence[jax.Array], groups: int) -> jax.Array:
+    """Batches ``[rows_i, length_i, ...]`` (rows a multiple of ``groups``) side by side as
+    ``[groups, sum(rows_i * length_i) / groups, ...]``: row shard ``g`` holds the tokens of its
+    own rows of every batch."""
+    return jnp.concatenate([b.reshape(groups, -1, *b.shape[2:]) for b in batches], axis=1)
 
 
 class MLP(nnx.Module):

@@ -212,9 +212,10 @@ class Packed:
     keeps its own rows. Only attention tells the batches apart: batch ``i`` attends over
     ``caches[i]`` (``{"k", "v"}``, one layer's or stacked), written from ``offsets[i]``, keys
     masked by ``kv_valid[i]`` (all with a leading layer axis when the caches are stacked).
-    With ``into`` (``[rows of the first batch]``), the last batch's cache then takes the first
+    With ``into`` (``[rows of the first batch]``), the last batch's cache takes the first
     batch's keys and values in those rows (prompts prefilled into in-flight slots; out of range:
-    dropped), in the layer itself: a copy after the last layer would copy each cache whole."""
+    dropped) in each layer, before that batch writes and reads its own: XLA copies a cache
+    whole to update it after a read."""
 
     caches: tuple
     kv_valid: tuple
@@ -227,7 +228,6 @@ class Packed:
         for i, (q_i, k_i, v_i) in enumerate(zip(*(unpack(a, self.shapes) for a in (q, k, v)))):
             cache = self.caches[i]
             if self.into is not None and i == len(self.shapes) - 1:
-                # before this batch's own keys and its reads: an update after a read copies
                 cache = {name: c.at[self.into, :, :caches[0][name].shape[2]].set(
                     caches[0][name], mode="drop") for name, c in cache.items()}
             out, cache = attend_cached(q_i, k_i, v_i, cache, self.kv_valid[i], self.offsets[i],
@@ -235,7 +235,6 @@ class Packed:
             outs.append(out)
             caches.append(cache)
         return pack(outs, q.shape[0]), dataclasses.replace(self, caches=tuple(caches))
-
 
 
 def unpack(packed: jax.Array, shapes: Sequence[tuple[int, int]]) -> list[jax.Array]:

@@ -161,7 +161,9 @@ def test_in_flight_refills_slots_as_rows_end(ckpt, requests, alone, refill_rows)
     (16, 9.0, 4),    # VQA: a few words; prefills wait for a quarter of the slots
     (16, 64.0, 2),
     (8, 130.0, 1),   # free text: each slot refilled as soon as it frees
-    (16, 0.0, 13),   # no answer is shorter than a token
+    (16, 14.0, 4),   # 3.4 slots: a power of two, as prefill batches are
+    (16, 0.0, 16),   # no answer is shorter than a token
+    (12, 1.0, 8),
     (1, 1.0, 1),
 ])
 def test_refill_batch_grows_as_answers_shorten(slots, answer_length, rows):

@@ -207,9 +207,11 @@ def refill_batch(slots: int, answer_length: float) -> int:
     so waiting for ``k`` of them wastes ``k² · L / (2 · slots²)`` steps per call; over ``N``
     prompts (``N / k`` calls) the total, ``N · REFILL_COST / k + N · k · L / (2 · slots²)``, is
     least at ``k = slots · sqrt(2 · REFILL_COST / L)``: a slot at a time for free text (long
-    answers), 4 at a time for VQA's answers of 7-16 tokens on 16 slots."""
+    answers), 4 at a time for VQA's answers of 7-16 tokens on 16 slots. Rounded to a power of
+    two, as prefill batches are (`Engine._prefill_rows`): waiting for 3 slots, a 2-row prefill
+    left the third empty until the next refill, one slot of 16 idle for half of a VQA run."""
     k = slots * math.sqrt(2 * REFILL_COST / max(answer_length, 1.0))
-    return max(1, min(slots, round(k)))
+    return max(1, min(slots, 2 ** round(math.log2(k))))
 
 
 def shared_prefix(prompts: Sequence[np.ndarray], image_token: int | None, multiple: int) -> int:

@@ -154,11 +154,14 @@ class Engine:
             if token in self.eos or len(out[i]) >= requests[i].max_new_tokens:
                 finish(slot)
 
+        def refill() -> int:
+            """How many free slots the waiting prompts wait for, now."""
+            rows = self.refill_rows or refill_batch(self.slots, expected / len(requests))
+            return min(rows, len(waiting))
+
         while waiting or any(h is not None for h in holder):
             free = [s for s in range(self.slots) if holder[s] is None]
-            batch = min(self.refill_rows or refill_batch(self.slots, expected / len(requests)),
-                        len(waiting))
-            while waiting and free and (len(free) >= batch or len(free) == self.slots):
+            while waiting and free and (len(free) >= refill() or len(free) == self.slots):
                 rows = self._prefill_rows(min(len(free), len(waiting)))
                 group = [waiting.popleft() for _ in range(min(rows, len(free), len(waiting)))]
                 busy = np.array([h is not None for h in holder])
@@ -175,7 +178,7 @@ class Engine:
                                   for h in holder], np.int32)
             if not remaining.any():
                 continue
-            ending = max(0, batch - (self.slots - int((remaining > 0).sum()))) if waiting else 0
+            ending = max(0, refill() - (self.slots - int((remaining > 0).sum()))) if waiting else 0
             for slot, row in enumerate(state.decode(self, remaining, ending)):
                 for token in row:
                     if holder[slot] is None:

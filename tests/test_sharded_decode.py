@@ -95,6 +95,7 @@ def test_every_mesh_and_batching_gives_the_tokens_of_each_prompt_alone(ckpt, req
     assert engine.generate(requests, batching) == alone
 
 
+@pytest.mark.slow  # ~30 s; evaluate's tests run unrolled layers in flight by default
 @pytest.mark.parametrize("mesh", ["one_device", "data2_tensor2"])
 def test_unrolled_layers_give_the_tokens_of_each_prompt_alone(ckpt, requests, alone, mesh):
     """Layers unrolled, each with its own cache (as on CPU; the tests above scan stacked

@@ -53,7 +53,10 @@ def test_splash_matches_reference_on_real_tokens(causal):
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=2e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("length,block", [(256, 64), (100, 64), (100, 32), (40, 64)])
+# Whole blocks and a partial last block run with the slow tests; (100, 32) has both.
+@pytest.mark.parametrize("length,block", [pytest.param(256, 64, marks=pytest.mark.slow),
+                                          pytest.param(100, 64, marks=pytest.mark.slow),
+                                          (100, 32), (40, 64)])
 def test_blocked_matches_reference_on_real_tokens(length, block):
     """Blocks of queries over the keys up to their end, the last block partial or the only one."""
     q, k, v, valid = (a[:, :length] for a in inputs(2))

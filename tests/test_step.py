@@ -99,5 +99,13 @@ def test_eight_devices_match_one():
     sharded, *_ = run(3, lrs, mesh=mesh)
     np.testing.assert_allclose(sharded, single, rtol=1e-3)
     np.testing.assert_allclose(sharded, single, rtol=1e-5)  # in practice far tighter
-    chunked, *_ = run(3, lrs, mesh=mesh, logits_chunk=8)
+
+
+@pytest.mark.slow  # the two tests above, combined
+def test_chunked_logits_on_eight_devices_match_one():
+    if jax.device_count() < 8:
+        pytest.skip("needs 8 (simulated) devices")
+    lrs = {"connector": 1e-3, "language_model": 1e-3, "vision_tower": 1e-4}
+    single, *_ = run(3, lrs)
+    chunked, *_ = run(3, lrs, mesh=sharding.make_mesh(2, 2, 2), logits_chunk=8)
     np.testing.assert_allclose(chunked, single, rtol=1e-5)

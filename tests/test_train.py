@@ -91,6 +91,7 @@ def test_stage_and_learning_rates_must_agree(demo_root, tmp_path):
         loop.train(staged(demo_root, "instruct", ALIGN), tmp_path)
 
 
+@pytest.mark.slow  # fault injection
 def test_nan_in_the_batch_stops_and_keeps_the_last_checkpoint(demo_root, batches, tmp_path):
     def poison(step, batch):
         if step == 3:

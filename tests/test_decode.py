@@ -197,6 +197,19 @@ def test_top_p_mask_matches_transformers():
         np.testing.assert_array_equal(sampling.top_p_mask(jnp.asarray(logits), top_p), theirs)
 
 
+def test_greedy_picks_what_argmax_and_torch_pick():
+    logits = np.random.default_rng(0).normal(size=(5, 49152)).astype(np.float32)
+    logits[1, [7, 30000]] = 50.0  # a tie: the first wins
+    logits[2, 11] = np.nan  # NaN wins, as in argmax
+    logits[3] = 0.0
+    logits[4, 100] = np.inf
+    got = np.asarray(sampling.greedy(jnp.asarray(logits)))
+    np.testing.assert_array_equal(got, np.asarray(jnp.argmax(jnp.asarray(logits), axis=-1)))
+    np.testing.assert_array_equal(got[[0, 1, 3, 4]], torch.from_numpy(logits[[0, 1, 3, 4]])
+                                  .argmax(-1).numpy())
+    assert got.dtype == np.int32 and got[1] == 7 and got[2] == 11
+
+
 def test_compiles_once_per_length_bucket(llava):
     _, processor, ckpt = llava("clip", "default")
     _, model = checkpoint.load_model(ckpt)

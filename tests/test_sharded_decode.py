@@ -11,7 +11,7 @@ from jax.sharding import NamedSharding
 from PIL import Image
 
 from basque_vlm.infer import decode, placement
-from basque_vlm.infer.engine import Engine, Request, refill_batch, shared_prefix
+from basque_vlm.infer.engine import Engine, Request, shared_prefix
 from basque_vlm.infer.prompts import chat_inputs
 from basque_vlm.store import checkpoint
 from basque_vlm.testing import checkpoints, tiny_models
@@ -146,29 +146,16 @@ def test_weights_read_into_their_shards_hold_the_stored_values(ckpt, dtype):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
-@pytest.mark.parametrize("refill_rows", [1, 2, None])
-def test_in_flight_refills_slots_as_rows_end(ckpt, requests, alone, refill_rows):
-    """One slot per row shard: six prompts through two slots, each slot refilled as its row
-    ends (or once both have: ``refill_rows=2``; None: as the answers' lengths suggest),
-    results in input order."""
+@pytest.mark.parametrize("stage_rows", [1, 2, None])
+def test_in_flight_refills_slots_as_rows_end(ckpt, requests, alone, stage_rows):
+    """One slot per row shard: six prompts through two slots, staged one, two or (None) as many
+    as there are slots at a time, each slot refilled from the stage as its row ends; results
+    in input order."""
     engine, _ = engine_on(ckpt, 2, 1, 1, slots=2)
-    engine.refill_rows = refill_rows
+    engine.stage_rows = stage_rows or engine.slots
     progress = []
     assert engine.generate(requests, "inflight", progress.append) == alone
     assert progress == list(range(1, len(requests) + 1))
-
-
-@pytest.mark.parametrize("slots, answer_length, rows", [
-    (16, 9.0, 4),    # VQA: a few words; prefills wait for a quarter of the slots
-    (16, 64.0, 2),
-    (8, 130.0, 1),   # free text: each slot refilled as soon as it frees
-    (16, 14.0, 4),   # 3.4 slots: a power of two, as prefill batches are
-    (16, 0.0, 16),   # no answer is shorter than a token
-    (12, 1.0, 8),
-    (1, 1.0, 1),
-])
-def test_refill_batch_grows_as_answers_shorten(slots, answer_length, rows):
-    assert refill_batch(slots, answer_length) == rows
 
 
 def test_end_of_turn_ends_a_row(ckpt, requests, alone):

@@ -5,15 +5,16 @@
 
 ``static``: the prompts in batches of ``slots`` rows (`decode.generate`); a batch runs until its
 longest answer ends. ``inflight`` (the default), as serving engines keep their chips busy: a KV
-cache of ``slots`` rows, each holding one prompt at a time from position 0. Each call decodes up
-to ``sync_every`` tokens for every row, and ends early once enough rows have ended their answers
-while prompts wait for a slot (one for long answers, a few for short ones: `refill_batch`);
-the host then collects the rows that ended and prefills the next prompts (right-padded to a
-length bucket, as many at once as there are free slots, in batches of whole row shards times a
-power of two) into their slots. The same pass makes the next token of every busy row: the
-layers see the prompts' tokens and the busy rows' side by side (`llama.Packed`), so the
-weights are read once for both. Every row attends only to its own slots and is masked by its
-own length, so its tokens are those it gets decoded alone.
+cache of ``slots`` rows, each holding one prompt at a time from position 0, and a stage of
+prompts prefilled ahead. A prefill takes the next ``stage_rows`` prompts (right-padded to a
+length bucket, in batches of whole row shards times a power of two) into the stage, and the
+same pass makes the next token of every busy slot: the layers see the prompts' tokens and the
+busy rows' side by side (`llama.Packed`), so the weights are read once for both. Each decode
+call makes up to ``sync_every`` tokens for every slot; while prompts wait in the stage it ends
+as soon as a slot frees, and the host moves the next staged prompt into it (a copy of its keys
+and values); once the stage is empty the next prefill fills it while the slots decode. Every
+row attends only to its own slots and is masked by its own length, so its tokens are those it
+gets decoded alone.
 
 Prompts that all begin with the same tokens (a system message, few-shot examples: translation's
 prompts share hundreds) have that prefix prefilled once: each prefill copies its keys and values
@@ -29,7 +30,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Sequence
 
 import jax
@@ -40,6 +40,7 @@ from jax.sharding import Mesh
 
 from basque_vlm.infer import decode
 from basque_vlm.infer.prompts import left_padded
+from basque_vlm.infer.sampling import greedy
 from basque_vlm.model import sharding
 from basque_vlm.model.llama import Packed, init_cache, pack, unpack, unstack_cache
 from basque_vlm.model.vlm import VLM
@@ -64,13 +65,13 @@ class Engine:
 
     def __init__(self, model: VLM, mesh: Mesh, *, slots: int, sync_every: int = 8,
                  length_multiple: int = 64, prefill_multiple: int = 8,
-                 refill_rows: int | None = None):
+                 stage_rows: int | None = None):
         """``length_multiple`` rounds static batches' prompts and caches; ``prefill_multiple``
         the in-flight cache, prompts and shared prefix: finer, since every decode step reads
         the whole cache and most prompts are short (VQA's prompts of 62-64 tokens share 24: a
         multiple of 16 prefilled 48 tokens a row and cached 128, a multiple of 8 prefills 40
-        and caches 88). ``refill_rows``: how many free slots an in-flight prefill waits for
-        (None: chosen from the answers' lengths, `refill_batch`)."""
+        and caches 88). ``stage_rows``: how many prompts an in-flight prefill takes at once
+        (None: as many as there are slots)."""
         self.model, self.mesh = model, mesh
         # Split once: splitting a model of a few hundred weights costs ~10 ms of host time,
         # which every prefill and decode call would otherwise add.
@@ -78,7 +79,8 @@ class Engine:
         self.group = sharding.row_shards(mesh)
         self.slots = -(-slots // self.group) * self.group  # whole row shards
         self.sync_every, self.length_multiple = sync_every, length_multiple
-        self.prefill_multiple, self.refill_rows = prefill_multiple, refill_rows
+        self.prefill_multiple = prefill_multiple
+        self.stage_rows = stage_rows or self.slots
         self.eos = tuple(model.cfg.eos_token_ids)
         cfg = model.cfg
         self.pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else (
@@ -134,87 +136,61 @@ class Engine:
         state.share_prefix(self, np.asarray(requests[0].input_ids[:prefix], np.int32))
         images = max(r.images for r in requests)  # image slots per row
         waiting = collections.deque(range(len(requests)))
+        staged: collections.deque[tuple[int, int]] = collections.deque()  # (stage row, request)
         holder: list[int | None] = [None] * self.slots  # the request in each slot
         out: list[list[int]] = [[] for _ in requests]
         done = 0
-        # The answers' tokens: their lengths once ended, their budgets until then.
-        expected = sum(r.max_new_tokens for r in requests)
 
-        def finish(slot: int) -> None:
-            nonlocal done, expected
-            i, holder[slot] = holder[slot], None
-            expected -= requests[i].max_new_tokens - len(out[i])
-            done += 1
-            progress(done)
-
-        def take(slot: int, token: int) -> None:
-            """Adds a token to the slot's answer; frees the slot when the answer ends."""
-            i = holder[slot]
+        def take(i: int, token: int) -> bool:
+            """Adds a token to request ``i``'s answer; whether the answer goes on."""
+            nonlocal done
             out[i].append(token)
             if token in self.eos or len(out[i]) >= requests[i].max_new_tokens:
-                finish(slot)
+                done += 1
+                progress(done)
+                return False
+            return True
 
-        def refill() -> int:
-            """How many free slots the waiting prompts wait for, now."""
-            rows = self.refill_rows or refill_batch(self.slots, expected / len(requests))
-            return min(rows, len(waiting))
+        def take_row(slot: int, token: int) -> None:
+            if not take(holder[slot], token):
+                holder[slot] = None
 
-        while waiting or any(h is not None for h in holder):
+        while waiting or staged or any(h is not None for h in holder):
             free = [s for s in range(self.slots) if holder[s] is None]
-            while waiting and free and (len(free) >= refill() or len(free) == self.slots):
-                rows = self._prefill_rows(min(len(free), len(waiting)))
-                group = [waiting.popleft() for _ in range(min(rows, len(free), len(waiting)))]
+            moves = [(staged.popleft(), free.pop(0)) for _ in range(min(len(staged), len(free)))]
+            for (_, i), slot in moves:
+                holder[slot] = i
+            if moves:
+                state.insert(self, [row for (row, _), _ in moves], [slot for _, slot in moves])
+            if waiting and not staged:
+                # Prefill ahead: the next prompts wait in the stage while the slots decode.
+                rows = self._prefill_rows(min(self.stage_rows, len(waiting)))
+                group = [waiting.popleft() for _ in range(min(rows, len(waiting)))]
                 busy = np.array([h is not None for h in holder])
-                first, stepped = state.prefill(self, [requests[i] for i in group],
-                                               free[:len(group)], rows, images, busy)
+                first, stepped = state.prefill(self, [requests[i] for i in group], rows, images,
+                                               busy)
                 for slot in np.flatnonzero(busy):
-                    take(slot, int(stepped[slot]))
-                for slot, i, token in zip(free, group, first):
-                    holder[slot] = i
-                    take(slot, token)
-                free = [s for s in range(self.slots) if holder[s] is None]
+                    take_row(slot, int(stepped[slot]))
+                staged.extend((row, i) for row, (i, token) in enumerate(zip(group, first))
+                              if take(i, token))
+                continue
             # tokens each slot may still make: 0 for a free one
             remaining = np.array([0 if h is None else requests[h].max_new_tokens - len(out[h])
                                   for h in holder], np.int32)
-            if not remaining.any():
-                continue
-            ending = max(0, refill() - (self.slots - int((remaining > 0).sum()))) if waiting else 0
-            for slot, row in enumerate(state.decode(self, remaining, ending)):
+            # With prompts in the stage, a call ends as soon as a slot frees for one of them.
+            for slot, row in enumerate(state.decode(self, remaining, 1 if staged else 0)):
                 for token in row:
                     if holder[slot] is None:
                         break
-                    take(slot, int(token))
+                    take_row(slot, int(token))
         return out
 
-    def _prefill_rows(self, waiting: int) -> int:
-        """How many rows the next prefill batch has, for ``waiting`` prompts that have a free
-        slot: the most whole row shards times a power of two that they fill (one row shard when
-        they fill none), so that a few shapes compile and a batch of many prompts prefills at
-        once."""
-        shards = max(1, waiting // self.group)
+    def _prefill_rows(self, prompts: int) -> int:
+        """How many rows the next prefill batch has, for ``prompts`` to prefill: the most whole
+        row shards times a power of two that they fill (one row shard when they fill none), so
+        that a few shapes compile and many prompts prefill at once."""
+        shards = max(1, prompts // self.group)
         return self.group * 2 ** (shards.bit_length() - 1)
-
-
-# What a prefill call costs beyond its rows' own work, in decode steps. Its pass also makes
-# the busy rows' next tokens, so the extra is its fixed cost less the decode step it saves
-# (measured on CPU: 8 rows prefilled alone 439 ms, with a step of 16 busy rows 463 ms, a step
-# alone 60 ms; and 4 slots a refill was the fastest of 2, 4, 8 and 16 on VQA's answers).
-REFILL_COST = 1 / 3
-
-
-def refill_batch(slots: int, answer_length: float) -> int:
-    """How many free slots an in-flight prefill waits for, given the answers' mean length ``L``
-    (the engine's estimate: the ended answers' lengths and the others' budgets). A prefill call
-    costs `REFILL_COST` decode steps beyond its rows' own work, while a free slot wastes
-    1/``slots`` of every step until it is refilled. Slots free at about ``slots / L`` per step,
-    so waiting for ``k`` of them wastes ``k² · L / (2 · slots²)`` steps per call; over ``N``
-    prompts (``N / k`` calls) the total, ``N · REFILL_COST / k + N · k · L / (2 · slots²)``, is
-    least at ``k = slots · sqrt(2 · REFILL_COST / L)``: a slot at a time for free text (long
-    answers), 4 at a time for VQA's answers of 7-16 tokens on 16 slots. Rounded to a power of
-    two, as prefill batches are (`Engine._prefill_rows`): waiting for 3 slots, a 2-row prefill
-    left the third empty until the next refill, one slot of 16 idle for half of a VQA run."""
-    k = slots * math.sqrt(2 * REFILL_COST / max(answer_length, 1.0))
-    return max(1, min(slots, 2 ** round(math.log2(k))))
 
 
 def shared_prefix(prompts: Sequence[np.ndarray], image_token: int | None, multiple: int) -> int:
@@ -239,13 +215,15 @@ def shared_prefix(prompts: Sequence[np.ndarray], image_token: int | None, multip
 @dataclasses.dataclass
 class _SlotState:
     """The device side of in-flight batching: the KV cache of every slot, each slot's last token
-    (not yet in the cache) and its position (where that token goes), and the keys and values
-    of the prefix every prompt shares (None: none)."""
+    (not yet in the cache) and its position (where that token goes); the keys and values of the
+    prefix every prompt shares (None: none); and the stage, the last prefill's prompts
+    (``(cache, tokens, positions)`` as the slots have them) until they move into slots."""
 
     cache: object
     tokens: jax.Array
     positions: jax.Array
     prefix: object = None
+    stage: tuple | None = None
 
     @classmethod
     def empty(cls, engine: Engine, length: int) -> _SlotState:
@@ -264,11 +242,12 @@ class _SlotState:
         self.prefix = _prefix(engine.graphdef, engine.state,
                               decode._rows_on_mesh(engine.mesh, ids[None], 1))
 
-    def prefill(self, engine: Engine, group: list[Request], slots: list[int], rows: int,
-                images: int, busy: np.ndarray) -> tuple[list[int], np.ndarray]:
-        """Prefills ``group`` into ``slots`` (a batch of ``rows``, padded) from the end of the
-        shared prefix and, in the same pass, decodes a token for every ``busy`` slot; returns
-        each prompt's first token and every slot's new one (meaningless where not busy)."""
+    def prefill(self, engine: Engine, group: list[Request], rows: int, images: int,
+                busy: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """Prefills ``group`` (a batch of ``rows``, padded) from the end of the shared prefix
+        into a new stage and, in the same pass, decodes a token for every ``busy`` slot;
+        returns each prompt's first token and every slot's new one (meaningless where not
+        busy)."""
         mesh = engine.mesh
         start = self.prefix_length
         length = _round_up(max(len(r.input_ids) for r in group) - start,
@@ -278,20 +257,25 @@ class _SlotState:
         for row, request in enumerate(group):
             ids[row, :len(request.input_ids) - start] = request.input_ids[start:]
             lengths[row] = len(request.input_ids) - start
-        target = np.full(rows, engine.slots, np.int32)  # out of range: padding rows dropped
-        target[:len(group)] = slots
         pixels = None
         if any(r.images for r in group):
             v = engine.model.cfg.vision
             pixels = _group_pixels(mesh, group, rows, images,
                                    (v.num_channels, v.image_size, v.image_size))
         place = functools.partial(decode._rows_on_mesh, mesh, rows=rows)
-        self.cache, self.tokens, self.positions, first, stepped = _prefill(
+        self.cache, self.tokens, self.positions, self.stage, first, stepped = _prefill(
             engine.graphdef, engine.state, self.cache, self.tokens, self.positions,
             decode._rows_on_mesh(mesh, busy, len(busy)), self.prefix, place(ids),
-            place(lengths), pixels, jnp.asarray(target), images_per_row=images,
-            groups=engine.group)
+            place(lengths), pixels, images_per_row=images, groups=engine.group)
         return np.asarray(first)[:len(group)].tolist(), np.asarray(stepped)
+
+    def insert(self, engine: Engine, rows: list[int], slots: list[int]) -> None:
+        """Moves the stage's ``rows`` into ``slots``."""
+        into = np.full(self.stage[1].shape[0], engine.slots, np.int32)  # out of range: stays
+        into[rows] = slots
+        self.cache, self.tokens, self.positions = _insert(self.cache, self.tokens,
+                                                          self.positions, self.stage,
+                                                          jnp.asarray(into))
 
     def decode(self, engine: Engine, remaining: np.ndarray, refill: int) -> np.ndarray:
         """Up to ``sync_every`` tokens for every slot that may make ``remaining`` more
@@ -352,13 +336,13 @@ def _prefix(graphdef, state, input_ids):
 @functools.partial(jax.jit, static_argnames=("graphdef", "images_per_row", "groups"),
                    donate_argnames=("cache", "tokens", "positions"))
 def _prefill(graphdef, state, cache, tokens, positions, busy, prefix, input_ids, lengths,
-             pixel_values, target, *, images_per_row: int, groups: int):
+             pixel_values, *, images_per_row: int, groups: int):
     """Prefills right-padded prompts ``[G, T]`` that follow the ``P`` tokens of ``prefix`` (keys
-    and values, any number of identical rows; None: ``P = 0``) and writes the keys and values of
-    all ``P + T`` positions into rows ``target`` of ``cache`` (an out-of-range target drops its
-    row). In the same pass, every ``busy`` row of ``cache`` decodes its next token, as a step of
-    `_decode` would: the layers see both batches' tokens side by side (`llama.Packed`), so each
-    weight is read once for both."""
+    and values, any number of identical rows; None: ``P = 0``) into a stage: their keys and
+    values at all ``P + T`` positions, first tokens and those tokens' positions. In the same
+    pass, every ``busy`` row of ``cache`` decodes its next token, as a step of `_decode` would:
+    the layers see both batches' tokens side by side (`llama.Packed`), so each weight is read
+    once for both."""
     model = nnx.merge(graphdef, state)
     lm = model.language_model
     rows, length = input_ids.shape
@@ -371,36 +355,49 @@ def _prefill(graphdef, state, cache, tokens, positions, busy, prefix, input_ids,
     fresh = _layer_caches(lm, init_cache(lm.cfg, rows, start + length))
     if prefix is not None:
         fresh = jax.tree.map(_with_prefix, fresh, prefix)
-    # A slot that is not busy (among them those the prompts go into) writes its meaningless
-    # keys at its last position, which no prompt reaches, not at its old one.
+    # A slot that is not busy writes its meaningless keys at its last position, which no
+    # prompt reaches, not at its old one.
     write_at = jnp.where(busy, positions, slot_length - 1)
     slot_valid = jnp.arange(slot_length)[None] <= write_at[:, None]
     packed = _packed_caches(fresh, cache, (valid, slot_valid), (start, write_at),
-                            ((rows, length), (slots, 1)), target)
+                            ((rows, length), (slots, 1)))
     hidden, packed = lm(pack([x, lm.embed(tokens[:, None])], groups),
                         pack([prompt_positions, positions[:, None]], groups), None, packed)
     prompts, steps = unpack(hidden, ((rows, length), (slots, 1)))
     last = jnp.take_along_axis(prompts, (lengths - 1)[:, None, None], axis=1)[:, 0]
-    chosen = jnp.argmax(lm.logits(jnp.concatenate([last, steps[:, 0]])).astype(jnp.float32),
-                        axis=-1).astype(jnp.int32)
+    chosen = greedy(lm.logits(jnp.concatenate([last, steps[:, 0]])))
     first, stepped = chosen[:rows], chosen[rows:]
-    cache = [p.caches[1] for p in packed] if isinstance(packed, list) else packed.caches[1]
+    stage_cache, cache = ([p.caches[i] for p in packed] if isinstance(packed, list) else
+                          packed.caches[i] for i in range(2))
     tokens = jnp.where(busy, stepped, tokens)
     positions = jnp.where(busy, jnp.minimum(positions + 1, slot_length - 1), positions)
-    tokens = tokens.at[target].set(first, mode="drop")
-    positions = positions.at[target].set(start + lengths, mode="drop")
-    return (cache, tokens, positions, sharding.constrain(first, (None,)),
+    stage = (stage_cache, sharding.constrain(first, ("batch",)),
+             sharding.constrain(start + lengths, ("batch",)))
+    return (cache, tokens, positions, stage, sharding.constrain(first, (None,)),
             sharding.constrain(stepped, (None,)))
 
 
-def _packed_caches(fresh, cache, kv_valid: tuple, offsets: tuple, shapes: tuple,
-                   target: jax.Array):
-    """`llama.Packed` caches of the prompts (``fresh``) and the slots (``cache``, which takes
-    the prompts' keys and values in rows ``target``): one per layer for unrolled layers,
-    stacked (masks, offsets and targets repeated per layer) for scanned ones."""
+@functools.partial(jax.jit, donate_argnames=("cache", "tokens", "positions"))
+def _insert(cache, tokens, positions, stage, into):
+    """Moves each row ``r`` of ``stage`` (`_prefill`'s) into slot ``into[r]`` (out of range:
+    stays): its keys and values, first token and that token's position."""
+    stage_cache, stage_tokens, stage_positions = stage
+
+    def move(slot_kv, stage_kv):
+        rows = slot_kv.ndim - 4  # 1 when layers are stacked
+        index = (slice(None),) * rows + (into, slice(None), slice(0, stage_kv.shape[-2]))
+        return slot_kv.at[index].set(stage_kv, mode="drop")
+
+    return (jax.tree.map(move, cache, stage_cache),
+            tokens.at[into].set(stage_tokens, mode="drop"),
+            positions.at[into].set(stage_positions, mode="drop"))
+
+
+def _packed_caches(fresh, cache, kv_valid: tuple, offsets: tuple, shapes: tuple):
+    """`llama.Packed` caches of the prompts (``fresh``) and the slots (``cache``): one per layer
+    for unrolled layers, stacked (masks and offsets repeated per layer) for scanned ones."""
     if isinstance(cache, list):
-        return [Packed((f, c), kv_valid, offsets, shapes, target)
-                for f, c in zip(fresh, cache)]
+        return [Packed((f, c), kv_valid, offsets, shapes) for f, c in zip(fresh, cache)]
     layers = jax.tree.leaves(cache)[0].shape[0]
 
     def per_layer(a):
@@ -408,7 +405,7 @@ def _packed_caches(fresh, cache, kv_valid: tuple, offsets: tuple, shapes: tuple,
 
     return Packed((fresh, cache), *(tuple(map(per_layer, arrays)) for arrays in (kv_valid,
                                                                                   offsets)),
-                  shapes, per_layer(target))
+                  shapes)
 
 
 def _with_prefix(fresh: jax.Array, prefix: jax.Array) -> jax.Array:
@@ -444,8 +441,7 @@ def _decode(graphdef, state, cache, tokens, positions, remaining, refill, *, ste
         kv_valid = key_slots[None] <= position[:, None]
         hidden, cache = lm(lm.embed(token[:, None]), position[:, None], kv_valid, cache,
                            position)
-        chosen = jnp.argmax(lm.logits(hidden[:, 0]).astype(jnp.float32), axis=-1)
-        token = jnp.where(going, chosen.astype(jnp.int32), token)
+        token = jnp.where(going, greedy(lm.logits(hidden[:, 0])), token)
         position = jnp.where(going, jnp.minimum(position + 1, length - 1), position)
         left = left - going
         going = going & (left > 0) & ~jnp.isin(token, eos)

@@ -21,12 +21,24 @@ def top_p_mask(logits: jax.Array, top_p: jax.Array) -> jax.Array:
     return logits >= threshold
 
 
+def greedy(logits: jax.Array) -> jax.Array:
+    """``logits: [..., V]`` → the index of each row's largest logit (the first of equal ones, or
+    the first NaN), as ``jnp.argmax`` gives it, in float32 and int32. Two plain reductions: XLA's
+    CPU argmax, one reduction over (value, index) pairs, takes 1.8 ms on 16 rows of SmolLM2's
+    49,152 logits, these 0.4 ms."""
+    logits = logits.astype(jnp.float32)
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    chosen = (logits == top) | jnp.isnan(logits)
+    index = jnp.arange(logits.shape[-1], dtype=jnp.int32)
+    return jnp.min(jnp.where(chosen, index, logits.shape[-1]), axis=-1)
+
+
 def next_token(logits: jax.Array, key: jax.Array | None, temperature: jax.Array,
                top_p: jax.Array) -> jax.Array:
     """``logits: [B, V]`` → ``[B]`` token ids. ``key=None`` is greedy (argmax)."""
     logits = logits.astype(jnp.float32)
     if key is None:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return greedy(logits)
     scaled = logits / temperature
     scaled = jnp.where(top_p_mask(scaled, top_p), scaled, -jnp.inf)
     return jax.random.categorical(key, scaled, axis=-1).astype(jnp.int32)

@@ -211,27 +211,18 @@ class Packed:
     batch side by side, ``[G, N / G]`` for ``G`` row shards (`pack`), so that each row shard
     keeps its own rows. Only attention tells the batches apart: batch ``i`` attends over
     ``caches[i]`` (``{"k", "v"}``, one layer's or stacked), written from ``offsets[i]``, keys
-    masked by ``kv_valid[i]`` (all with a leading layer axis when the caches are stacked).
-    With ``into`` (``[rows of the first batch]``), the last batch's cache takes the first
-    batch's keys and values in those rows (prompts prefilled into in-flight slots; out of range:
-    dropped) in each layer, before that batch writes and reads its own: XLA copies a cache
-    whole to update it after a read."""
+    masked by ``kv_valid[i]`` (all with a leading layer axis when the caches are stacked)."""
 
     caches: tuple
     kv_valid: tuple
     offsets: tuple
     shapes: tuple = dataclasses.field(metadata={"static": True})
-    into: jax.Array | None = None
 
     def attend(self, q, k, v, scale):
         outs, caches = [], []
         for i, (q_i, k_i, v_i) in enumerate(zip(*(unpack(a, self.shapes) for a in (q, k, v)))):
-            cache = self.caches[i]
-            if self.into is not None and i == len(self.shapes) - 1:
-                cache = {name: c.at[self.into, :, :caches[0][name].shape[2]].set(
-                    caches[0][name], mode="drop") for name, c in cache.items()}
-            out, cache = attend_cached(q_i, k_i, v_i, cache, self.kv_valid[i], self.offsets[i],
-                                       scale)
+            out, cache = attend_cached(q_i, k_i, v_i, self.caches[i], self.kv_valid[i],
+                                       self.offsets[i], scale)
             outs.append(out)
             caches.append(cache)
         return pack(outs, q.shape[0]), dataclasses.replace(self, caches=tuple(caches))

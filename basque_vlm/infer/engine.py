@@ -10,11 +10,12 @@ prompts prefilled ahead. A prefill takes the next ``stage_rows`` prompts (right-
 length bucket, in batches of whole row shards times a power of two) into the stage, and the
 same pass makes the next token of every busy slot: the layers see the prompts' tokens and the
 busy rows' side by side (`llama.Packed`), so the weights are read once for both. Each decode
-call makes up to ``sync_every`` tokens for every slot; while prompts wait in the stage it ends
-as soon as a slot frees, and the host moves the next staged prompt into it (a copy of its keys
-and values); once the stage is empty the next prefill fills it while the slots decode. Every
-row attends only to its own slots and is masked by its own length, so its tokens are those it
-gets decoded alone.
+call makes up to ``sync_every`` tokens for every slot, and as a slot's answer ends, the next
+staged prompt moves into it inside the loop (a copy of its keys and values; the host, which
+sees the tokens, replays the same moves); once the stage is empty and prompts wait, the call
+ends and the next prefill fills the stage while the slots decode. Every row attends only to
+its own slots and is masked by its own length, so its tokens are those it gets decoded
+alone.
 
 Prompts that all begin with the same tokens (a system message, few-shot examples: translation's
 prompts share hundreds) have that prefix prefilled once: each prefill copies its keys and values
@@ -130,6 +131,8 @@ class Engine:
                   ) -> list[list[int]]:
         longest = max(len(r.input_ids) + r.max_new_tokens for r in requests) + self.sync_every
         state = _SlotState.empty(self, _round_up(longest, self.prefill_multiple))
+        state.stage_shape = (self._prefill_rows(self.stage_rows), _round_up(
+            max(len(r.input_ids) for r in requests), self.prefill_multiple))
         image_token = getattr(self.model.cfg, "image_token_id", None)
         prefix = shared_prefix([r.input_ids for r in requests], image_token,
                                self.prefill_multiple)
@@ -155,13 +158,12 @@ class Engine:
             if not take(holder[slot], token):
                 holder[slot] = None
 
+        def move_in(free: list[int]) -> None:
+            """The stage's next prompts go into ``free`` slots, in order (as `_decode` does)."""
+            for slot in free[:len(staged)]:
+                holder[slot] = staged.popleft()[1]
+
         while waiting or staged or any(h is not None for h in holder):
-            free = [s for s in range(self.slots) if holder[s] is None]
-            moves = [(staged.popleft(), free.pop(0)) for _ in range(min(len(staged), len(free)))]
-            for (_, i), slot in moves:
-                holder[slot] = i
-            if moves:
-                state.insert(self, [row for (row, _), _ in moves], [slot for _, slot in moves])
             if waiting and not staged:
                 # Prefill ahead: the next prompts wait in the stage while the slots decode.
                 rows = self._prefill_rows(min(self.stage_rows, len(waiting)))
@@ -170,19 +172,26 @@ class Engine:
                 first, stepped = state.prefill(self, [requests[i] for i in group], rows, images,
                                                busy)
                 for slot in np.flatnonzero(busy):
-                    take_row(slot, int(stepped[slot]))
+                    if not take(holder[slot], int(stepped[slot])):
+                        holder[slot] = None
                 staged.extend((row, i) for row, (i, token) in enumerate(zip(group, first))
                               if take(i, token))
                 continue
-            # tokens each slot may still make: 0 for a free one
+            # tokens each slot and each staged prompt may still make: 0 for a free one
             remaining = np.array([0 if h is None else requests[h].max_new_tokens - len(out[h])
                                   for h in holder], np.int32)
-            # With prompts in the stage, a call ends as soon as a slot frees for one of them.
-            for slot, row in enumerate(state.decode(self, remaining, 1 if staged else 0)):
-                for token in row:
-                    if holder[slot] is None:
-                        break
-                    take_row(slot, int(token))
+            stage_left = np.zeros(state.stage_rows, np.int32)
+            for row, i in staged:
+                stage_left[row] = requests[i].max_new_tokens - len(out[i])
+            steps = state.decode(self, remaining, stage_left, bool(waiting))
+            move_in([s for s in range(self.slots) if holder[s] is None])
+            for step in steps.T:
+                ended = []
+                for slot, token in enumerate(step):
+                    if holder[slot] is not None and not take(holder[slot], int(token)):
+                        holder[slot] = None
+                        ended.append(slot)
+                move_in(ended)
         return out
 
     def _prefill_rows(self, prompts: int) -> int:
@@ -224,6 +233,11 @@ class _SlotState:
     positions: jax.Array
     prefix: object = None
     stage: tuple | None = None
+    stage_shape: tuple[int, int] = (0, 0)  # (rows, length): one shape a run, so one compile
+
+    @property
+    def stage_rows(self) -> int:
+        return self.stage_shape[0]
 
     @classmethod
     def empty(cls, engine: Engine, length: int) -> _SlotState:
@@ -266,26 +280,21 @@ class _SlotState:
         self.cache, self.tokens, self.positions, self.stage, first, stepped = _prefill(
             engine.graphdef, engine.state, self.cache, self.tokens, self.positions,
             decode._rows_on_mesh(mesh, busy, len(busy)), self.prefix, place(ids),
-            place(lengths), pixels, images_per_row=images, groups=engine.group)
+            place(lengths), pixels, images_per_row=images, groups=engine.group,
+            stage_shape=self.stage_shape)
         return np.asarray(first)[:len(group)].tolist(), np.asarray(stepped)
 
-    def insert(self, engine: Engine, rows: list[int], slots: list[int]) -> None:
-        """Moves the stage's ``rows`` into ``slots``."""
-        into = np.full(self.stage[1].shape[0], engine.slots, np.int32)  # out of range: stays
-        into[rows] = slots
-        self.cache, self.tokens, self.positions = _insert(self.cache, self.tokens,
-                                                          self.positions, self.stage,
-                                                          jnp.asarray(into))
-
-    def decode(self, engine: Engine, remaining: np.ndarray, refill: int) -> np.ndarray:
+    def decode(self, engine: Engine, remaining: np.ndarray, stage_left: np.ndarray,
+               waiting: bool) -> np.ndarray:
         """Up to ``sync_every`` tokens for every slot that may make ``remaining`` more
-        (``[slots, steps]``): fewer once every such slot has ended its answer, or once
-        ``refill`` of them have (0: never; prompts wait for that many slots); free slots stay
-        as they are."""
+        (``[slots, steps]``). Free slots, and slots as they end, take the stage's rows that may
+        make ``stage_left`` more, in order; a call ends early once every slot has ended, or,
+        when prompts are ``waiting`` for a prefill, once the stage is empty."""
+        place = functools.partial(decode._rows_on_mesh, engine.mesh)
         self.cache, self.tokens, self.positions, out, steps = _decode(
             engine.graphdef, engine.state, self.cache, self.tokens, self.positions,
-            decode._rows_on_mesh(engine.mesh, remaining, len(remaining)), jnp.int32(refill),
-            steps=engine.sync_every, eos_ids=engine.eos)
+            place(remaining, len(remaining)), self.stage, place(stage_left, len(stage_left)),
+            jnp.bool_(waiting), steps=engine.sync_every, eos_ids=engine.eos)
         return np.asarray(out)[:, :int(steps)]
 
 
@@ -333,10 +342,11 @@ def _prefix(graphdef, state, input_ids):
     return cache
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "images_per_row", "groups"),
+@functools.partial(jax.jit,
+                   static_argnames=("graphdef", "images_per_row", "groups", "stage_shape"),
                    donate_argnames=("cache", "tokens", "positions"))
 def _prefill(graphdef, state, cache, tokens, positions, busy, prefix, input_ids, lengths,
-             pixel_values, *, images_per_row: int, groups: int):
+             pixel_values, *, images_per_row: int, groups: int, stage_shape: tuple[int, int]):
     """Prefills right-padded prompts ``[G, T]`` that follow the ``P`` tokens of ``prefix`` (keys
     and values, any number of identical rows; None: ``P = 0``) into a stage: their keys and
     values at all ``P + T`` positions, first tokens and those tokens' positions. In the same
@@ -371,14 +381,23 @@ def _prefill(graphdef, state, cache, tokens, positions, busy, prefix, input_ids,
                           packed.caches[i] for i in range(2))
     tokens = jnp.where(busy, stepped, tokens)
     positions = jnp.where(busy, jnp.minimum(positions + 1, slot_length - 1), positions)
-    stage = (stage_cache, sharding.constrain(first, ("batch",)),
-             sharding.constrain(start + lengths, ("batch",)))
+    stage_rows, stage_length = stage_shape
+
+    def staged(a: jax.Array, length: int | None = None) -> jax.Array:
+        lead = a.ndim - 4 if length else 0  # a layer axis when keys are stacked
+        shape = (*a.shape[:lead], stage_rows, *a.shape[lead + 1:])
+        if length:
+            shape = (*shape[:-2], length, shape[-1])
+        return jax.lax.dynamic_update_slice(jnp.zeros(shape, a.dtype), a, (0,) * a.ndim)
+
+    stage = (jax.tree.map(lambda a: staged(a, stage_length), stage_cache),
+             sharding.constrain(staged(first), ("batch",)),
+             sharding.constrain(staged(start + lengths), ("batch",)))
     return (cache, tokens, positions, stage, sharding.constrain(first, (None,)),
             sharding.constrain(stepped, (None,)))
 
 
-@functools.partial(jax.jit, donate_argnames=("cache", "tokens", "positions"))
-def _insert(cache, tokens, positions, stage, into):
+def _move_in(cache, tokens, positions, stage, into):
     """Moves each row ``r`` of ``stage`` (`_prefill`'s) into slot ``into[r]`` (out of range:
     stays): its keys and values, first token and that token's position."""
     stage_cache, stage_tokens, stage_positions = stage
@@ -420,35 +439,53 @@ def _with_prefix(fresh: jax.Array, prefix: jax.Array) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "steps", "eos_ids"),
                    donate_argnames=("cache", "tokens", "positions"))
-def _decode(graphdef, state, cache, tokens, positions, remaining, refill, *, steps: int,
-            eos_ids: tuple[int, ...]):
+def _decode(graphdef, state, cache, tokens, positions, remaining, stage, stage_left, waiting, *,
+            steps: int, eos_ids: tuple[int, ...]):
     """Up to ``steps`` greedy tokens for every row with ``remaining`` ones to make, each at its
-    own position; a row stops at an end-of-turn token or its last one, the loop when all have
-    (or when ``refill`` > 0 of them have: their slots can take waiting prompts). Returns the tokens
-    ``[rows, steps]`` and how many steps ran."""
+    own position; a row stops at an end-of-turn token or its last one. Free rows, then rows as
+    they stop, take the rows of ``stage`` that may make ``stage_left`` more tokens, in order
+    (`_move_in`). The loop ends once every row has stopped, or, when prompts are ``waiting``,
+    once the stage is empty. Returns the tokens ``[rows, steps]`` and how many steps ran."""
     lm = nnx.merge(graphdef, state).language_model
-    length = jax.tree.leaves(cache)[0].shape[-2]
+    slots, length = tokens.shape[0], jax.tree.leaves(cache)[0].shape[-2]
     key_slots = jnp.arange(length)
     eos = jnp.asarray(eos_ids, jnp.int32)
 
+    def refill(cache, token, position, left, going, stage_left, freed):
+        """The stage's next rows into the ``freed`` rows, in order, as many as both have."""
+        live = stage_left > 0
+        rank = jnp.cumsum(live) - 1
+        moving = live & (rank < jnp.sum(freed))
+        freed_rows = jnp.nonzero(freed, size=slots, fill_value=slots)[0]
+        into = jnp.where(moving, freed_rows[jnp.clip(rank, 0, slots - 1)], slots)
+        cache, token, position = _move_in(cache, token, position, stage, into)
+        left = left.at[into].set(stage_left, mode="drop")
+        going = going.at[into].set(True, mode="drop")
+        return cache, token, position, left, going, jnp.where(moving, 0, stage_left)
+
     def cond(carry):
-        i, *_, going = carry
-        freed = jnp.sum((remaining > 0) & ~going)
-        return (i < steps) & jnp.any(going) & ~((refill > 0) & (freed >= refill))
+        i, *_, going, stage_left = carry
+        return (i < steps) & jnp.any(going) & ~(waiting & ~jnp.any(stage_left > 0))
 
     def body(carry):
-        i, cache, token, position, left, out, going = carry
+        i, cache, token, position, left, out, going, stage_left = carry
         kv_valid = key_slots[None] <= position[:, None]
         hidden, cache = lm(lm.embed(token[:, None]), position[:, None], kv_valid, cache,
                            position)
         token = jnp.where(going, greedy(lm.logits(hidden[:, 0])), token)
         position = jnp.where(going, jnp.minimum(position + 1, length - 1), position)
         left = left - going
-        going = going & (left > 0) & ~jnp.isin(token, eos)
-        return i + 1, cache, token, position, left, out.at[:, i].set(token), going
+        out = out.at[:, i].set(token)
+        still = going & (left > 0) & ~jnp.isin(token, eos)
+        cache, token, position, left, still, stage_left = refill(
+            cache, token, position, left, still, stage_left, going & ~still)
+        return i + 1, cache, token, position, left, out, still, stage_left
 
-    out = jnp.zeros((tokens.shape[0], steps), jnp.int32)
-    carry = (0, cache, tokens, positions, remaining, out, remaining > 0)
-    i, cache, tokens, positions, _, out, _ = jax.lax.while_loop(cond, body, carry)
+    going = remaining > 0
+    cache, tokens, positions, remaining, going, stage_left = refill(
+        cache, tokens, positions, remaining, going, stage_left, ~going)
+    out = jnp.zeros((slots, steps), jnp.int32)
+    carry = (0, cache, tokens, positions, remaining, out, going, stage_left)
+    i, cache, tokens, positions, _, out, _, _ = jax.lax.while_loop(cond, body, carry)
     out, i = sharding.constrain(out, (None, None)), sharding.constrain(i, ())
     return cache, tokens, positions, out, i

@@ -184,14 +184,14 @@ class Engine:
             for row, i in staged:
                 stage_left[row] = requests[i].max_new_tokens - len(out[i])
             steps = state.decode(self, remaining, stage_left, bool(waiting))
-            move_in([s for s in range(self.slots) if holder[s] is None])
+            ended = [s for s in range(self.slots) if holder[s] is None]
             for step in steps.T:
+                move_in(ended)
                 ended = []
                 for slot, token in enumerate(step):
                     if holder[slot] is not None and not take(holder[slot], int(token)):
                         holder[slot] = None
                         ended.append(slot)
-                move_in(ended)
         return out
 
     def _prefill_rows(self, prompts: int) -> int:
@@ -442,10 +442,11 @@ def _with_prefix(fresh: jax.Array, prefix: jax.Array) -> jax.Array:
 def _decode(graphdef, state, cache, tokens, positions, remaining, stage, stage_left, waiting, *,
             steps: int, eos_ids: tuple[int, ...]):
     """Up to ``steps`` greedy tokens for every row with ``remaining`` ones to make, each at its
-    own position; a row stops at an end-of-turn token or its last one. Free rows, then rows as
-    they stop, take the rows of ``stage`` that may make ``stage_left`` more tokens, in order
-    (`_move_in`). The loop ends once every row has stopped, or, when prompts are ``waiting``,
-    once the stage is empty. Returns the tokens ``[rows, steps]`` and how many steps ran."""
+    own position; a row stops at an end-of-turn token or its last one. Before each step, free
+    rows (at the first step) or the rows that stopped at the step before take the rows of
+    ``stage`` that may make ``stage_left`` more tokens, in order (`_move_in`). The loop ends
+    once every row has stopped and the stage is empty, or, when prompts are ``waiting``, once
+    the stage is empty. Returns the tokens ``[rows, steps]`` and how many steps ran."""
     lm = nnx.merge(graphdef, state).language_model
     slots, length = tokens.shape[0], jax.tree.leaves(cache)[0].shape[-2]
     key_slots = jnp.arange(length)
@@ -464,28 +465,29 @@ def _decode(graphdef, state, cache, tokens, positions, remaining, stage, stage_l
         return cache, token, position, left, going, jnp.where(moving, 0, stage_left)
 
     def cond(carry):
-        i, *_, going, stage_left = carry
-        return (i < steps) & jnp.any(going) & ~(waiting & ~jnp.any(stage_left > 0))
+        i, *_, going, _, stage_left = carry
+        live = jnp.any(stage_left > 0)
+        return (i < steps) & (jnp.any(going) | live) & ~(waiting & ~live)
 
     def body(carry):
-        i, cache, token, position, left, out, going, stage_left = carry
+        i, cache, token, position, left, out, going, freed, stage_left = carry
+        # Moving in before the layers read the cache lets XLA update it in place; after
+        # the read, it copied every layer's keys and values twice a step.
+        cache, token, position, left, going, stage_left = refill(
+            cache, token, position, left, going, stage_left, freed)
         kv_valid = key_slots[None] <= position[:, None]
         hidden, cache = lm(lm.embed(token[:, None]), position[:, None], kv_valid, cache,
                            position)
         token = jnp.where(going, greedy(lm.logits(hidden[:, 0])), token)
         position = jnp.where(going, jnp.minimum(position + 1, length - 1), position)
         left = left - going
-        out = out.at[:, i].set(token)
         still = going & (left > 0) & ~jnp.isin(token, eos)
-        cache, token, position, left, still, stage_left = refill(
-            cache, token, position, left, still, stage_left, going & ~still)
-        return i + 1, cache, token, position, left, out, still, stage_left
+        return (i + 1, cache, token, position, left, out.at[:, i].set(token), still,
+                going & ~still, stage_left)
 
     going = remaining > 0
-    cache, tokens, positions, remaining, going, stage_left = refill(
-        cache, tokens, positions, remaining, going, stage_left, ~going)
     out = jnp.zeros((slots, steps), jnp.int32)
-    carry = (0, cache, tokens, positions, remaining, out, going, stage_left)
-    i, cache, tokens, positions, _, out, _, _ = jax.lax.while_loop(cond, body, carry)
+    carry = (0, cache, tokens, positions, remaining, out, going, ~going, stage_left)
+    i, cache, tokens, positions, _, out, *_ = jax.lax.while_loop(cond, body, carry)
     out, i = sharding.constrain(out, (None, None)), sharding.constrain(i, ())
     return cache, tokens, positions, out, i

@@ -154,10 +154,6 @@ class Engine:
                 return False
             return True
 
-        def take_row(slot: int, token: int) -> None:
-            if not take(holder[slot], token):
-                holder[slot] = None
-
         def move_in(free: list[int]) -> None:
             """The stage's next prompts go into ``free`` slots, in order (as `_decode` does)."""
             for slot in free[:len(staged)]:

@@ -130,9 +130,9 @@ class Engine:
     def _inflight(self, requests: list[Request], progress: Callable[[int], None]
                   ) -> list[list[int]]:
         longest = max(len(r.input_ids) + r.max_new_tokens for r in requests) + self.sync_every
-        state = _SlotState.empty(self, _round_up(longest, self.prefill_multiple))
-        state.stage_shape = (self._prefill_rows(self.stage_rows), _round_up(
-            max(len(r.input_ids) for r in requests), self.prefill_multiple))
+        stage_shape = (self._prefill_rows(self.stage_rows),
+                       _round_up(max(len(r.input_ids) for r in requests), self.prefill_multiple))
+        state = _SlotState.empty(self, _round_up(longest, self.prefill_multiple), stage_shape)
         image_token = getattr(self.model.cfg, "image_token_id", None)
         prefix = shared_prefix([r.input_ids for r in requests], image_token,
                                self.prefill_multiple)
@@ -227,19 +227,19 @@ class _SlotState:
     cache: object
     tokens: jax.Array
     positions: jax.Array
+    stage_shape: tuple[int, int]  # (rows, length): one shape a run, so one compile
     prefix: object = None
     stage: tuple | None = None
-    stage_shape: tuple[int, int] = (0, 0)  # (rows, length): one shape a run, so one compile
 
     @property
     def stage_rows(self) -> int:
         return self.stage_shape[0]
 
     @classmethod
-    def empty(cls, engine: Engine, length: int) -> _SlotState:
+    def empty(cls, engine: Engine, length: int, stage_shape: tuple[int, int]) -> _SlotState:
         cache, tokens, positions = _empty(engine.graphdef, engine.state, slots=engine.slots,
                                           length=length)
-        return cls(cache, tokens, positions)
+        return cls(cache, tokens, positions, stage_shape)
 
     @property
     def prefix_length(self) -> int:
@@ -379,16 +379,15 @@ def _prefill(graphdef, state, cache, tokens, positions, busy, prefix, input_ids,
     positions = jnp.where(busy, jnp.minimum(positions + 1, slot_length - 1), positions)
     stage_rows, stage_length = stage_shape
 
-    def staged(a: jax.Array, length: int | None = None) -> jax.Array:
-        lead = a.ndim - 4 if length else 0  # a layer axis when keys are stacked
-        shape = (*a.shape[:lead], stage_rows, *a.shape[lead + 1:])
-        if length:
-            shape = (*shape[:-2], length, shape[-1])
-        return jax.lax.dynamic_update_slice(jnp.zeros(shape, a.dtype), a, (0,) * a.ndim)
+    def padded(a: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        return jnp.pad(a, [(0, size - n) for n, size in zip(a.shape, shape)])
 
-    stage = (jax.tree.map(lambda a: staged(a, stage_length), stage_cache),
-             sharding.constrain(staged(first), ("batch",)),
-             sharding.constrain(staged(start + lengths), ("batch",)))
+    def staged_kv(a: jax.Array) -> jax.Array:  # [..., rows, KVH, P + T, D], stacked or not
+        return padded(a, (*a.shape[:-4], stage_rows, a.shape[-3], stage_length, a.shape[-1]))
+
+    stage = (jax.tree.map(staged_kv, stage_cache),
+             sharding.constrain(padded(first, (stage_rows,)), ("batch",)),
+             sharding.constrain(padded(start + lengths, (stage_rows,)), ("batch",)))
     return (cache, tokens, positions, stage, sharding.constrain(first, (None,)),
             sharding.constrain(stepped, (None,)))
 
